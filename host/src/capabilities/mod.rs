@@ -1,0 +1,5 @@
+//! Capabilities guests import, one module each: the module owns its WIT
+//! bindings, its long-lived state and the `Host` trait implementation.
+
+pub mod outbound_http;
+pub mod variables;

@@ -1,0 +1,170 @@
+//! Outgoing HTTP from guests (`wasi:http/outgoing-handler`).
+//!
+//! Every request is checked against the component's `allowed_outbound_hosts`;
+//! a refused one fails with `HttpRequestDenied`, which the guest can handle,
+//! and a log line. `http://<component>.spin.internal` never touches a socket:
+//! it is handed to the app's in-process dispatcher. Everything else goes
+//! through one pooled client per app, so repeated calls reuse connections.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::allowed_hosts::AllowedHosts;
+
+/// The host name suffix of in-process service chaining.
+pub const CHAINING_SUFFIX: &str = ".spin.internal";
+
+/// Whether `host` (without port) names a component of this app.
+pub fn chaining_target(host: &str) -> Option<&str> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let len = host.len().checked_sub(CHAINING_SUFFIX.len())?;
+    let (name, suffix) = host.split_at_checked(len)?;
+    (suffix.eq_ignore_ascii_case(CHAINING_SUFFIX) && !name.is_empty()).then_some(name)
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+>;
+
+/// Runs a request against another component of the same app, in process.
+/// Implemented by the HTTP trigger, which owns the components.
+pub trait InternalDispatch: Send + Sync {
+    /// Calls `component` with `request`; the answer must arrive before `deadline`.
+    fn dispatch(
+        &self,
+        component: &str,
+        request: http::Request<WasiBody>,
+        deadline: Instant,
+    ) -> BoxFuture<Result<http::Response<WasiBody>, HttpError>>;
+}
+
+/// Pooled client for real outbound hosts, shared by all requests of an app.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>,
+}
+
+impl HttpClient {
+    pub fn new() -> anyhow::Result<Self> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Self { client })
+    }
+}
+
+/// The per-request hooks: which component is calling, what it may reach,
+/// and until when.
+pub struct OutboundHttp {
+    pub component: Arc<str>,
+    pub allowed: Arc<AllowedHosts>,
+    pub client: HttpClient,
+    pub dispatch: Arc<dyn InternalDispatch>,
+    pub deadline: Instant,
+}
+
+impl OutboundHttp {
+    fn check(&self, request: &http::Request<WasiBody>) -> Result<Option<String>, HttpError> {
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let host = uri.host().ok_or(HttpError::HttpRequestUriInvalid)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if !self.allowed.allows(scheme, host, uri.port_u16()) {
+            tracing::warn!(
+                component = %self.component,
+                destination = %format_args!("{scheme}://{}", uri.authority().map(|a| a.as_str()).unwrap_or(host)),
+                "outbound request denied: not in allowed_outbound_hosts"
+            );
+            return Err(HttpError::HttpRequestDenied);
+        }
+        Ok(chaining_target(host).map(str::to_owned))
+    }
+}
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        let target = match self.check(&request) {
+            Ok(target) => target,
+            Err(err) => return Box::new(async move { Err(err) }),
+        };
+        let first_byte = options
+            .and_then(|o| o.first_byte_timeout)
+            .map(|t| Instant::now() + t);
+        // Nothing a guest starts may outlive the guest's own deadline.
+        let deadline = first_byte.map_or(self.deadline, |t| t.min(self.deadline));
+        let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+            Box::new(async { Ok(()) });
+
+        if let Some(component) = target {
+            let dispatch = self.dispatch.clone();
+            return Box::new(async move {
+                let response = dispatch.dispatch(&component, request, deadline).await?;
+                Ok((response, done))
+            });
+        }
+
+        let client = self.client.client.clone();
+        Box::new(async move {
+            let response = tokio::time::timeout_at(deadline.into(), client.request(request))
+                .await
+                .map_err(|_| HttpError::HttpResponseTimeout)?
+                .map_err(client_error)?;
+            let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
+            Ok((response, done))
+        })
+    }
+}
+
+fn client_error(err: hyper_util::client::legacy::Error) -> HttpError {
+    if err.is_connect() {
+        tracing::debug!("outbound connect error: {err:?}");
+        return HttpError::ConnectionRefused;
+    }
+    tracing::debug!("outbound request error: {err:?}");
+    HttpError::HttpProtocolError
+}
+
+/// A body for responses the host makes itself.
+pub fn full_body(bytes: impl Into<Bytes>) -> WasiBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaining_hosts() {
+        assert_eq!(chaining_target("user.spin.internal"), Some("user"));
+        assert_eq!(chaining_target("user.SPIN.internal."), Some("user"));
+        assert_eq!(chaining_target(".spin.internal"), None);
+        assert_eq!(chaining_target("spin.internal"), None);
+        assert_eq!(chaining_target("example.com"), None);
+    }
+}

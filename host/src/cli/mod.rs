@@ -1,0 +1,48 @@
+//! Command-line interface. Every flag can also be set through the environment
+//! variable named in `--help`.
+
+mod build;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trellis",
+    version,
+    about = "Runs Spin-format apps of WebAssembly components"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the app described by a Spin manifest.
+    Up(up::UpArgs),
+    /// Run each component's build command from the manifest.
+    Build(build::BuildArgs),
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Up(args) => args.run().await,
+            Command::Build(args) => args.run().await,
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the lines scripts read); `RUST_LOG`
+/// filters, default `info`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

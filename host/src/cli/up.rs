@@ -1,0 +1,130 @@
+//! `trellis up`: load a manifest, compile (or load from cache) its
+//! components, and serve until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use crate::app::{App, Runtime};
+use crate::config::{RuntimeConfig, default_cache_dir};
+use crate::manifest;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The app manifest.
+    #[arg(
+        short = 'f',
+        long = "from",
+        visible_alias = "file",
+        env = "TRELLIS_MANIFEST",
+        default_value = "spin.toml"
+    )]
+    pub manifest: PathBuf,
+    /// Run `trellis build` first.
+    #[arg(long, env = "TRELLIS_BUILD")]
+    pub build: bool,
+    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    #[arg(long, env = "TRELLIS_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Host-wide defaults; a component's `[component.<id>.tool.trellis]` overrides them.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Linear memory limit per instance, in MiB.
+    #[arg(long, env = "TRELLIS_MEMORY_LIMIT_MIB", default_value_t = 128)]
+    pub memory_limit_mib: u64,
+    /// Deadline per request (e.g. `30s`, `500ms`).
+    #[arg(long, env = "TRELLIS_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "TRELLIS_MAX_REQUEST_BODY", default_value_t = 1 << 20)]
+    pub max_request_body: u64,
+    /// Instances alive at once, across all components (the pool size).
+    #[arg(long, env = "TRELLIS_MAX_INSTANCES", default_value_t = 1000)]
+    pub max_instances: u32,
+    /// How long a request waits for a free instance before `503`.
+    #[arg(long, env = "TRELLIS_QUEUE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub queue_timeout: Duration,
+    /// How long in-flight requests may finish after SIGINT/SIGTERM.
+    #[arg(long, env = "TRELLIS_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Directory of the compiled-component cache.
+    #[arg(long, env = "TRELLIS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every component at start-up, without the cache.
+    #[arg(long, env = "TRELLIS_NO_CACHE")]
+    pub no_cache: bool,
+}
+
+impl LimitArgs {
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            memory_limit_bytes: self.memory_limit_mib << 20,
+            request_timeout: self.request_timeout,
+            max_request_body_bytes: self.max_request_body,
+            max_instances: self.max_instances,
+            queue_timeout: self.queue_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.clone().or_else(default_cache_dir)
+            },
+            ..RuntimeConfig::default()
+        }
+    }
+}
+
+impl UpArgs {
+    pub async fn run(self) -> Result<()> {
+        let manifest = manifest::load(&self.manifest)?;
+        if self.build {
+            super::build::build(&manifest, &[]).await?;
+        }
+        let config = self.limits.runtime_config();
+        let max_memory = manifest
+            .components
+            .values()
+            .filter_map(|c| c.trellis.memory_limit_mib)
+            .map(|mib| mib << 20)
+            .fold(config.memory_limit_bytes, u64::max);
+        let runtime = Runtime::new(config, max_memory)?;
+        let app = App::load(runtime, &manifest, |name| std::env::var(name).ok())
+            .await
+            .with_context(|| format!("loading {}", manifest.path.display()))?;
+
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .with_context(|| format!("listening on {}", self.listen))?;
+        let addr = listener.local_addr()?;
+        // Scripts and tests read this line to find the port.
+        println!("Serving http://{addr}");
+        println!("Available Routes:");
+        for (route, component) in app.router.routes() {
+            println!("  {component}: http://{addr}{route}");
+        }
+        crate::triggers::http::serve(listener, app, shutdown_signal()).await
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

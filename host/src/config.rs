@@ -1,0 +1,64 @@
+//! Host-wide runtime settings: the limits every component gets unless its
+//! `[component.<id>.tool.trellis]` table says otherwise.
+//!
+//! The CLI fills this from flags (each flag can also come from a `TRELLIS_*`
+//! environment variable); tests build it directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Limits and knobs of one `trellis` process.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Largest linear memory one instance may grow to, unless the component sets
+    /// `memory_limit_mib`. Example: 128 MiB.
+    pub memory_limit_bytes: u64,
+    /// Deadline for one request, from the moment it is dispatched until the
+    /// component has finished writing its response. Example: 30 s.
+    pub request_timeout: Duration,
+    /// Largest request body accepted, chunked or not; exactly this many bytes
+    /// is still allowed. Example: 1 MiB.
+    pub max_request_body_bytes: u64,
+    /// How many component instances may be live at once across the whole
+    /// process (inbound requests plus in-process chained calls). This is also
+    /// the size of the pooling allocator, so instantiation never fails for
+    /// lack of a slot. Example: 1000.
+    pub max_instances: u32,
+    /// How long a request waits for a free instance slot before it is answered
+    /// `503` with `Retry-After`. Example: 1 s.
+    pub queue_timeout: Duration,
+    /// How long in-flight requests may run after SIGINT/SIGTERM before the
+    /// process exits anyway. Example: 10 s.
+    pub shutdown_timeout: Duration,
+    /// Where compiled components are kept between runs; `None` disables the
+    /// cache. Example: `~/.cache/trellis`.
+    pub cache_dir: Option<PathBuf>,
+    /// How often the epoch ticker advances; the granularity of deadlines and
+    /// of the yields that keep a busy guest from starving others.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: 128 << 20,
+            request_timeout: Duration::from_secs(30),
+            max_request_body_bytes: 1 << 20,
+            max_instances: 1000,
+            queue_timeout: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(10),
+            cache_dir: default_cache_dir(),
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/trellis`, else `$HOME/.cache/trellis`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("trellis"));
+    }
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|home| PathBuf::from(home).join(".cache").join("trellis"))
+}

@@ -1,0 +1,29 @@
+//! Trellis: a runtime for Spin-format apps of WASI HTTP components.
+//!
+//! Built once per process or per app:
+//! - [`config`]: host-wide limits ([`config::RuntimeConfig`]).
+//! - [`engine`]: the wasmtime engine (pooling allocator) and its epoch ticker.
+//! - [`cache`]: compiled components on disk, keyed by content and engine.
+//! - [`manifest`]: Spin manifest v2, parsed and validated with precise errors.
+//! - [`routing`]: Spin's HTTP routing rules.
+//! - [`app`]: the [`app::Runtime`] and a loaded [`app::App`] of pre-instantiated components.
+//!
+//! Built per request:
+//! - [`store`]: the state of one instance's `Store`.
+//!
+//! Called by guests ([`capabilities`]): `variables`, `outbound_http`.
+//! Calling into guests ([`triggers`]): `http`.
+//!
+//! [`cli`] is the `trellis` command line.
+
+pub mod allowed_hosts;
+pub mod app;
+pub mod cache;
+pub mod capabilities;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod manifest;
+pub mod routing;
+pub mod store;
+pub mod triggers;

@@ -1,0 +1,97 @@
+//! What one `Store` holds: the state of a single request's instance.
+//!
+//! A fresh `RequestState` is made for every request and dropped with it, so
+//! nothing a guest does survives into the next request. Everything here is
+//! either cheap (`Arc` clones of load-time data) or unavoidable per instance
+//! (the resource table, the WASI context).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::app::{App, AppComponent};
+use crate::capabilities::outbound_http::OutboundHttp;
+use crate::capabilities::variables::{self, ComponentVariables, VariablesView};
+
+pub struct RequestState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: OutboundHttp,
+    variables: ComponentVariables,
+    pub(crate) limits: StoreLimits,
+}
+
+impl RequestState {
+    pub fn new(app: &Arc<App>, component: &AppComponent, deadline: Instant) -> Self {
+        let mut wasi = WasiCtx::builder();
+        // Guest output goes to the host's stderr: stdout carries the host's
+        // own start-up lines, which scripts read.
+        wasi.stdout(std::io::stderr())
+            .stderr(std::io::stderr())
+            .envs(&component.environment);
+        for mount in &component.files {
+            // The directory was checked at load time; a failure now (deleted
+            // since) leaves the guest without that mount, which it will notice.
+            if let Err(err) = wasi.preopened_dir(
+                &mount.host_path,
+                &mount.guest_path,
+                wasmtime_wasi::FsPerms::ReadOnly,
+            ) {
+                tracing::warn!(component = %component.id, "cannot mount {}: {err:#}", mount.host_path.display());
+            }
+        }
+        Self {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHttp {
+                component: component.id.clone(),
+                allowed: component.allowed_hosts.clone(),
+                client: app.http_client.clone(),
+                dispatch: app.dispatcher(),
+                deadline,
+            },
+            variables: component.variables.clone(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(component.memory_limit)
+                .trap_on_grow_failure(false)
+                .build(),
+        }
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// The linker every component of an engine shares: WASI P2, WASI HTTP and the
+/// Spin interfaces Trellis provides.
+pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<RequestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    variables::add_to_linker(&mut linker, |state: &mut RequestState| {
+        VariablesView(&state.variables)
+    })?;
+    Ok(linker)
+}

@@ -1,0 +1,115 @@
+//! The request body as a guest sees it: capped at the component's limit.
+//!
+//! Going over the limit (by `content-length` or by counting chunks) makes the
+//! body fail with `HttpRequestBodySize` and raises a flag; the trigger then
+//! answers `413` unless the component answered before it needed the body
+//! (its own 404/405/401, which come first in the API's order of checks).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use wasmtime_wasi_http::Error as HttpError;
+
+pub struct LimitedBody<B> {
+    inner: B,
+    remaining: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl<B> LimitedBody<B> {
+    /// `declared`: the request's `content-length`, if any.
+    pub fn new(inner: B, limit: u64, declared: Option<u64>) -> (Self, Arc<AtomicBool>) {
+        let exceeded = Arc::new(AtomicBool::new(declared.is_some_and(|len| len > limit)));
+        let body = Self {
+            inner,
+            remaining: limit,
+            limit,
+            exceeded: exceeded.clone(),
+        };
+        (body, exceeded)
+    }
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<HttpError>,
+{
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        if self.exceeded.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.limit)))));
+        }
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                self.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.limit)))));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+
+    fn chunks(sizes: &[usize]) -> impl Body<Data = Bytes, Error = HttpError> + Unpin {
+        let frames: Vec<Result<Frame<Bytes>, HttpError>> = sizes
+            .iter()
+            .map(|n| Ok(Frame::data(Bytes::from(vec![b'x'; *n]))))
+            .collect();
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn exactly_the_limit_is_allowed() {
+        let (body, exceeded) = LimitedBody::new(chunks(&[600, 424]), 1024, None);
+        let bytes = body.collect().await.expect("within limit").to_bytes();
+        assert_eq!(bytes.len(), 1024);
+        assert!(!exceeded.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn one_byte_over_fails_and_flags() {
+        let (body, exceeded) = LimitedBody::new(chunks(&[600, 425]), 1024, None);
+        assert!(body.collect().await.is_err());
+        assert!(exceeded.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn declared_length_over_limit_fails_at_once() {
+        let full = Full::new(Bytes::from_static(b"tiny"))
+            .map_err(|never: std::convert::Infallible| -> HttpError { match never {} });
+        let (body, exceeded) = LimitedBody::new(full, 1024, Some(4096));
+        assert!(exceeded.load(Ordering::Relaxed));
+        assert!(body.collect().await.is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! Responses the host answers itself, in the shop's error envelope:
+//! `{"error": {"code": "...", "message": "..."}}`.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use wasmtime_wasi_http::WasiBody;
+
+use crate::capabilities::outbound_http::full_body;
+
+/// Seconds a client should wait before retrying a `503`.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// An error the host answers on a component's behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostError {
+    BadRequest(String),
+    NotFound(String),
+    PayloadTooLarge(u64),
+    Internal,
+    Unavailable(String),
+    Timeout,
+}
+
+impl HostError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HostError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HostError::NotFound(_) => StatusCode::NOT_FOUND,
+            HostError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HostError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            HostError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HostError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            HostError::BadRequest(_) => "bad_request",
+            HostError::NotFound(_) => "not_found",
+            HostError::PayloadTooLarge(_) => "payload_too_large",
+            HostError::Internal => "internal",
+            HostError::Unavailable(_) => "unavailable",
+            HostError::Timeout => "timeout",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            HostError::BadRequest(msg) | HostError::NotFound(msg) | HostError::Unavailable(msg) => {
+                msg.clone()
+            }
+            HostError::PayloadTooLarge(limit) => {
+                format!("request body is larger than the limit of {limit} bytes")
+            }
+            // No internals leak: the log has the component and the trap.
+            HostError::Internal => "internal error".to_string(),
+            HostError::Timeout => "the component did not answer within its deadline".to_string(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<WasiBody> {
+        let body = serde_json::json!({"error": {"code": self.code(), "message": self.message()}});
+        let mut response = Response::new(full_body(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(self, HostError::Unavailable(_)) {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+/// A JSON response with any status (health endpoints).
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<WasiBody> {
+    let mut response = Response::new(full_body(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

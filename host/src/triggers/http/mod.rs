@@ -1,0 +1,254 @@
+//! The HTTP trigger: routes requests to components with Spin's semantics and
+//! headers, answers health checks, enforces body limits, and dispatches
+//! in-process calls between components (`http://<id>.spin.internal`).
+
+pub mod body;
+pub mod errors;
+mod invoke;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use wasmtime_wasi_http::{Error as HttpError, WasiBody};
+
+pub use server::serve;
+
+use crate::app::App;
+use crate::capabilities::outbound_http::{InternalDispatch, chaining_target};
+use crate::routing::RouteMatch;
+use body::LimitedBody;
+use errors::{HostError, json_response};
+
+/// Handles one inbound request from `client`.
+pub async fn handle<B>(app: Arc<App>, client: SocketAddr, request: Request<B>) -> Response<WasiBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<HttpError>,
+{
+    match route_inbound(&app, client, request).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn route_inbound<B>(
+    app: &Arc<App>,
+    client: SocketAddr,
+    request: Request<B>,
+) -> Result<Response<WasiBody>, HostError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<HttpError>,
+{
+    let host = request_host(&request).unwrap_or("localhost").to_owned();
+    if chaining_target(host_without_port(&host)).is_some() {
+        return Err(HostError::BadRequest(format!(
+            "host `{host}` is reserved for calls between components"
+        )));
+    }
+    let path = request.uri().path();
+    if app.serves_health
+        && let Some(response) = health(path, request.method())
+    {
+        return Ok(response);
+    }
+    let Some(route) = app.router.route(path) else {
+        return Err(HostError::NotFound(format!("no route for {path}")));
+    };
+    let component = app
+        .component(route.component_id())
+        .ok_or(HostError::Internal)?
+        .clone();
+
+    let full_url = format!(
+        "http://{host}{}",
+        request.uri().path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    let (mut parts, incoming) = request.into_parts();
+    set_spin_headers(
+        &mut parts.headers,
+        &RouteHeaders::from(&route),
+        &full_url,
+        Some(client),
+    );
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (body, exceeded) = LimitedBody::new(incoming, component.max_request_body, declared);
+    let request = Request::from_parts(parts, body.boxed_unsync());
+
+    let deadline = app.deadline(&component);
+    let response = invoke::invoke(app, &component, request, deadline).await;
+    if exceeded.load(Ordering::Relaxed) {
+        // The body was too large. Only answers that come before the body in the
+        // API's order of checks (401, 404, 405) stand; anything else was made
+        // without (or from a failed read of) the body.
+        let keep = matches!(&response, Ok(r) if matches!(r.status().as_u16(), 401 | 404 | 405));
+        if !keep {
+            return Err(HostError::PayloadTooLarge(component.max_request_body));
+        }
+    }
+    response
+}
+
+/// `GET /health` and `GET /health/ready`, unless the app routes them.
+fn health(path: &str, method: &Method) -> Option<Response<WasiBody>> {
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    if method != Method::GET && method != Method::HEAD {
+        return None;
+    }
+    match path {
+        "/health" => Some(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        )),
+        "/health/ready" => Some(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready", "dependencies": {}}),
+        )),
+        _ => None,
+    }
+}
+
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())
+}
+
+fn host_without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(']') => {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// The route facts Spin passes to a component in headers.
+struct RouteHeaders<'a> {
+    path_info: String,
+    matched: &'a str,
+    raw: &'a str,
+    component_route: String,
+    named: Vec<(String, String)>,
+}
+
+impl<'a> From<&'a RouteMatch<'a>> for RouteHeaders<'a> {
+    fn from(route: &'a RouteMatch<'a>) -> Self {
+        Self {
+            path_info: route.path_info(),
+            matched: route.based_route(),
+            raw: route.raw_route(),
+            component_route: route.component_route(),
+            named: route.named(),
+        }
+    }
+}
+
+impl RouteHeaders<'static> {
+    /// A chained call: as in Spin, the callee sees the whole path as the
+    /// wildcard part of a catch-all route.
+    fn chained(path: &str) -> Self {
+        Self {
+            path_info: path.to_owned(),
+            matched: "/...",
+            raw: "/...",
+            component_route: String::new(),
+            named: Vec::new(),
+        }
+    }
+}
+
+/// Sets Spin's request headers; inbound `spin-*` headers are dropped first so
+/// a client cannot forge them.
+fn set_spin_headers(
+    headers: &mut HeaderMap,
+    route: &RouteHeaders<'_>,
+    full_url: &str,
+    client: Option<SocketAddr>,
+) {
+    if headers
+        .keys()
+        .any(|name| name.as_str().starts_with("spin-"))
+    {
+        let forged: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("spin-"))
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(name);
+        }
+    }
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(HeaderName::from_static("spin-full-url"), full_url);
+    set(HeaderName::from_static("spin-path-info"), &route.path_info);
+    set(HeaderName::from_static("spin-matched-route"), route.matched);
+    set(HeaderName::from_static("spin-base-path"), "/");
+    set(
+        HeaderName::from_static("spin-raw-component-route"),
+        route.raw,
+    );
+    set(
+        HeaderName::from_static("spin-component-route"),
+        &route.component_route,
+    );
+    if let Some(client) = client {
+        set(
+            HeaderName::from_static("spin-client-addr"),
+            &client.to_string(),
+        );
+    }
+    for (name, value) in &route.named {
+        if let Ok(name) =
+            HeaderName::try_from(format!("spin-path-match-{}", name.to_ascii_lowercase()))
+        {
+            set(name, value);
+        }
+    }
+}
+
+/// In-process service chaining, handed to guests' outbound HTTP.
+pub(crate) struct Chaining(pub(crate) Weak<App>);
+
+impl InternalDispatch for Chaining {
+    fn dispatch(
+        &self,
+        component: &str,
+        mut request: Request<WasiBody>,
+        deadline: Instant,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<WasiBody>, HttpError>> + Send>> {
+        let app = self.0.upgrade();
+        let component = component.to_owned();
+        Box::pin(async move {
+            let app = app.ok_or(HttpError::DestinationUnavailable)?;
+            let Some(callee) = app.component(&component).cloned() else {
+                return Err(HttpError::DestinationNotFound);
+            };
+            let route = RouteHeaders::chained(request.uri().path());
+            let full_url = request.uri().to_string();
+            set_spin_headers(request.headers_mut(), &route, &full_url, None);
+            let deadline = deadline.min(app.deadline(&callee));
+            Ok(invoke::invoke(&app, &callee, request, deadline)
+                .await
+                .unwrap_or_else(HostError::into_response))
+        })
+    }
+}

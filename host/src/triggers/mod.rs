@@ -1,0 +1,3 @@
+//! Ways the host calls into guests: one module per trigger type.
+
+pub mod http;
