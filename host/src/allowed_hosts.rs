@@ -180,7 +180,9 @@ mod tests {
 
     #[test]
     fn matching_table() {
-        let cases: &[(&[&str], &str, &str, Option<u16>, bool)] = &[
+        // (allow-list, scheme, host, port, allowed?)
+        type Case<'a> = (&'a [&'a str], &'a str, &'a str, Option<u16>, bool);
+        let cases: &[Case] = &[
             (&[], "http", "example.com", None, false),
             (&["https://example.com"], "https", "example.com", None, true),
             (

@@ -2,6 +2,8 @@
 //! package, it also makes `cargo test` build `target/<profile>/trellis`, which
 //! the end-to-end tests in `tests/` run.)
 
+#![allow(clippy::expect_used)]
+
 use std::process::Command;
 
 fn trellis(args: &[&str]) -> (bool, String) {

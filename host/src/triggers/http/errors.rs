@@ -14,6 +14,8 @@ const RETRY_AFTER_SECS: &str = "1";
 pub enum HostError {
     BadRequest(String),
     NotFound(String),
+    /// The route exists, but not for this method; carries the `Allow` value.
+    MethodNotAllowed(&'static str),
     PayloadTooLarge(u64),
     Internal,
     Unavailable(String),
@@ -25,6 +27,7 @@ impl HostError {
         match self {
             HostError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HostError::NotFound(_) => StatusCode::NOT_FOUND,
+            HostError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HostError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HostError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             HostError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -36,6 +39,7 @@ impl HostError {
         match self {
             HostError::BadRequest(_) => "bad_request",
             HostError::NotFound(_) => "not_found",
+            HostError::MethodNotAllowed(_) => "method_not_allowed",
             HostError::PayloadTooLarge(_) => "payload_too_large",
             HostError::Internal => "internal",
             HostError::Unavailable(_) => "unavailable",
@@ -48,6 +52,7 @@ impl HostError {
             HostError::BadRequest(msg) | HostError::NotFound(msg) | HostError::Unavailable(msg) => {
                 msg.clone()
             }
+            HostError::MethodNotAllowed(allow) => format!("this route allows only {allow}"),
             HostError::PayloadTooLarge(limit) => {
                 format!("request body is larger than the limit of {limit} bytes")
             }

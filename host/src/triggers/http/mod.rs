@@ -55,7 +55,7 @@ where
     if app.serves_health
         && let Some(response) = health(path, request.method())
     {
-        return Ok(response);
+        return response;
     }
     let Some(route) = app.router.route(path) else {
         return Err(HostError::NotFound(format!("no route for {path}")));
@@ -99,25 +99,20 @@ where
 }
 
 /// `GET /health` and `GET /health/ready`, unless the app routes them.
-fn health(path: &str, method: &Method) -> Option<Response<WasiBody>> {
+fn health(path: &str, method: &Method) -> Option<Result<Response<WasiBody>, HostError>> {
     let path = path
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
+    let body = match path {
+        "/health" => serde_json::json!({"status": "ok"}),
+        "/health/ready" => serde_json::json!({"status": "ready", "dependencies": {}}),
+        _ => return None,
+    };
     if method != Method::GET && method != Method::HEAD {
-        return None;
+        return Some(Err(HostError::MethodNotAllowed("GET, HEAD")));
     }
-    match path {
-        "/health" => Some(json_response(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok"}),
-        )),
-        "/health/ready" => Some(json_response(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ready", "dependencies": {}}),
-        )),
-        _ => None,
-    }
+    Some(Ok(json_response(StatusCode::OK, &body)))
 }
 
 fn request_host<B>(request: &Request<B>) -> Option<&str> {
