@@ -52,12 +52,14 @@ wait_for() { # url
   echo "server at $1 did not answer" >&2; exit 1
 }
 
-# rps p50 p99 from wrk --latency output
+# rps p50 p99 from wrk --latency output; a run with non-2xx answers or socket
+# errors measured something else, so it stops the benchmark.
 parse() {
   awk '/Requests\/sec:/ {rps=$2}
        /^ +50%/ {p50=$2}
        /^ +99%/ {p99=$2}
-       END {print rps, p50, p99}'
+       /Non-2xx|Socket errors/ {bad=$0}
+       END {if (bad != "") {print "wrk reported: " bad > "/dev/stderr"; exit 1}; print rps, p50, p99}'
 }
 
 run_wrk() { # url connections
@@ -79,6 +81,8 @@ to_us() {
 pids+=($!)
 wait_for "http://127.0.0.1:$TRELLIS_PORT/"
 
+# `-S cli`: the guest imports wasi:cli/environment (Rust std); it changes no
+# performance setting, `wasmtime serve` is otherwise at its defaults.
 wasmtime serve --addr "127.0.0.1:$WASMTIME_PORT" -S cli "$HELLO" >"$work/wasmtime.out" 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:$WASMTIME_PORT/"
@@ -90,7 +94,8 @@ declare -A R
 for c in 32 1; do
   for s in trellis wasmtime; do
     port=$TRELLIS_PORT; [ "$s" = wasmtime ] && port=$WASMTIME_PORT
-    read -r rps p50 p99 < <(run_wrk "http://127.0.0.1:$port/" "$c")
+    out=$(run_wrk "http://127.0.0.1:$port/" "$c")
+    read -r rps p50 p99 <<<"$out"
     R[$s.$c.rps]=$rps; R[$s.$c.p50]=$p50; R[$s.$c.p99]=$p99
     printf '%-22s %12s %12s %12s\n' "$s -c$c" "$rps" "$p50" "$p99"
   done

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use wasmtime_wasi_http::Error as HttpError;
+use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
 pub struct LimitedBody<B> {
     inner: B,
@@ -112,4 +112,75 @@ mod tests {
         assert!(exceeded.load(Ordering::Relaxed));
         assert!(body.collect().await.is_err());
     }
+}
+
+/// The longest a response head waits for its body to finish.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// Bodies larger than this are streamed as they come.
+const SETTLE_MAX_BYTES: usize = 64 << 10;
+
+/// Waits briefly for a guest's (usually small) response body to complete, so
+/// it goes out in one write with a `content-length` instead of a chunked
+/// stream trickling in from the guest's task; and a guest that fails before
+/// finishing its body becomes a clean `500` instead of a truncated response.
+/// Large or slow (streaming) bodies pass through after what was buffered.
+pub async fn settle(
+    response: http::Response<WasiBody>,
+) -> Result<http::Response<WasiBody>, HttpError> {
+    use http_body_util::BodyExt as _;
+
+    let (parts, mut body) = response.into_parts();
+    let mut buffered: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let until = tokio::time::Instant::now() + SETTLE_WAIT;
+    loop {
+        match tokio::time::timeout_at(until, body.frame()).await {
+            Ok(None) => {
+                let whole: Bytes = match buffered.len() {
+                    0 => Bytes::new(),
+                    1 => buffered.pop().unwrap_or_default(),
+                    _ => buffered.concat().into(),
+                };
+                return Ok(http::Response::from_parts(parts, full(whole)));
+            }
+            Ok(Some(Err(err))) => return Err(err),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    size += data.len();
+                    buffered.push(data);
+                    if size > SETTLE_MAX_BYTES {
+                        break;
+                    }
+                }
+                // Trailers: stream from here on.
+                Err(frame) => {
+                    let rest = resume(buffered, Some(frame), body);
+                    return Ok(http::Response::from_parts(parts, rest));
+                }
+            },
+            Err(_) => break,
+        }
+    }
+    Ok(http::Response::from_parts(
+        parts,
+        resume(buffered, None, body),
+    ))
+}
+
+/// The buffered frames, then whatever the body still has.
+fn resume(buffered: Vec<Bytes>, extra: Option<Frame<Bytes>>, rest: WasiBody) -> WasiBody {
+    use futures::StreamExt as _;
+    use http_body_util::BodyExt as _;
+
+    let head = buffered
+        .into_iter()
+        .map(Frame::data)
+        .chain(extra)
+        .map(Ok::<_, HttpError>);
+    let stream = futures::stream::iter(head).chain(http_body_util::BodyStream::new(rest));
+    http_body_util::StreamBody::new(stream).boxed_unsync()
+}
+
+fn full(bytes: Bytes) -> WasiBody {
+    crate::capabilities::outbound_http::full_body(bytes)
 }

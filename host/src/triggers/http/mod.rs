@@ -95,7 +95,13 @@ where
             return Err(HostError::PayloadTooLarge(component.max_request_body));
         }
     }
-    response
+    match body::settle(response?).await {
+        Ok(response) => Ok(response),
+        Err(err) => {
+            tracing::error!(component = %component.id, error = %err, "response body failed");
+            Err(HostError::Internal)
+        }
+    }
 }
 
 /// `GET /health` and `GET /health/ready`, unless the app routes them.
