@@ -85,7 +85,24 @@ async fn hello_end_to_end() {
         .await
         .expect("request");
     assert_eq!(response.status(), 200);
+    // A small body that completes at once goes out whole, with its length.
+    assert_eq!(response.headers()["content-length"], "14");
     assert_eq!(response.text().await.expect("body"), "Hello, world!\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_bodies_stream_through_whole() {
+    let app = app(9);
+    let trellis = Trellis::up(&app.manifest());
+    let response = client()
+        .get(trellis.url("/tb/big?bytes=5000000"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.expect("body");
+    assert_eq!(body.len(), 5_000_000);
+    assert!(body.iter().all(|b| *b == b'x'));
 }
 
 #[tokio::test(flavor = "multi_thread")]

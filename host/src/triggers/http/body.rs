@@ -76,44 +76,6 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::{BodyExt as _, Full, StreamBody};
-
-    fn chunks(sizes: &[usize]) -> impl Body<Data = Bytes, Error = HttpError> + Unpin {
-        let frames: Vec<Result<Frame<Bytes>, HttpError>> = sizes
-            .iter()
-            .map(|n| Ok(Frame::data(Bytes::from(vec![b'x'; *n]))))
-            .collect();
-        StreamBody::new(futures::stream::iter(frames))
-    }
-
-    #[tokio::test]
-    async fn exactly_the_limit_is_allowed() {
-        let (body, exceeded) = LimitedBody::new(chunks(&[600, 424]), 1024, None);
-        let bytes = body.collect().await.expect("within limit").to_bytes();
-        assert_eq!(bytes.len(), 1024);
-        assert!(!exceeded.load(Ordering::Relaxed));
-    }
-
-    #[tokio::test]
-    async fn one_byte_over_fails_and_flags() {
-        let (body, exceeded) = LimitedBody::new(chunks(&[600, 425]), 1024, None);
-        assert!(body.collect().await.is_err());
-        assert!(exceeded.load(Ordering::Relaxed));
-    }
-
-    #[tokio::test]
-    async fn declared_length_over_limit_fails_at_once() {
-        let full = Full::new(Bytes::from_static(b"tiny"))
-            .map_err(|never: std::convert::Infallible| -> HttpError { match never {} });
-        let (body, exceeded) = LimitedBody::new(full, 1024, Some(4096));
-        assert!(exceeded.load(Ordering::Relaxed));
-        assert!(body.collect().await.is_err());
-    }
-}
-
 /// The longest a response head waits for its body to finish.
 const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 /// Bodies larger than this are streamed as they come.
@@ -183,4 +145,42 @@ fn resume(buffered: Vec<Bytes>, extra: Option<Frame<Bytes>>, rest: WasiBody) -> 
 
 fn full(bytes: Bytes) -> WasiBody {
     crate::capabilities::outbound_http::full_body(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+
+    fn chunks(sizes: &[usize]) -> impl Body<Data = Bytes, Error = HttpError> + Unpin {
+        let frames: Vec<Result<Frame<Bytes>, HttpError>> = sizes
+            .iter()
+            .map(|n| Ok(Frame::data(Bytes::from(vec![b'x'; *n]))))
+            .collect();
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn exactly_the_limit_is_allowed() {
+        let (body, exceeded) = LimitedBody::new(chunks(&[600, 424]), 1024, None);
+        let bytes = body.collect().await.expect("within limit").to_bytes();
+        assert_eq!(bytes.len(), 1024);
+        assert!(!exceeded.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn one_byte_over_fails_and_flags() {
+        let (body, exceeded) = LimitedBody::new(chunks(&[600, 425]), 1024, None);
+        assert!(body.collect().await.is_err());
+        assert!(exceeded.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn declared_length_over_limit_fails_at_once() {
+        let full = Full::new(Bytes::from_static(b"tiny"))
+            .map_err(|never: std::convert::Infallible| -> HttpError { match never {} });
+        let (body, exceeded) = LimitedBody::new(full, 1024, Some(4096));
+        assert!(exceeded.load(Ordering::Relaxed));
+        assert!(body.collect().await.is_err());
+    }
 }
