@@ -15,6 +15,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::allowed_hosts::AllowedHosts;
 use crate::cache::ComponentCache;
+use crate::capabilities::database::{self, ComponentDatabases, Databases};
 use crate::capabilities::outbound_http::{HttpClient, InternalDispatch};
 use crate::capabilities::variables::{AppVariables, ComponentVariables};
 use crate::config::RuntimeConfig;
@@ -33,6 +34,8 @@ pub struct Runtime {
     cache: ComponentCache,
     /// One permit per live instance: the pooling allocator's capacity.
     pub(crate) slots: Arc<Semaphore>,
+    /// Database pools shared by every app.
+    pub databases: Arc<Databases>,
     _ticker: EpochTicker,
 }
 
@@ -43,7 +46,9 @@ impl Runtime {
         let engine = engine::build(&config, max_memory_bytes)?;
         let linker = store::linker(&engine)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        let databases = Databases::new(config.database.clone())?;
         Ok(Arc::new(Self {
+            databases,
             linker,
             cache: ComponentCache::new(config.cache_dir.clone()),
             slots: Arc::new(Semaphore::new(config.max_instances as usize)),
@@ -63,6 +68,7 @@ pub struct AppComponent {
     pub(crate) environment: Vec<(String, String)>,
     pub(crate) files: Vec<Mount>,
     pub(crate) allowed_hosts: Arc<AllowedHosts>,
+    pub(crate) databases: Arc<ComponentDatabases>,
     pub(crate) memory_limit: usize,
     pub timeout: Duration,
     pub max_request_body: u64,
@@ -86,6 +92,8 @@ pub struct App {
     /// Whether the host answers `/health` and `/health/ready` itself (the app
     /// does not route them, other than through a catch-all).
     pub serves_health: bool,
+    /// Whether any component has a managed database (a readiness dependency).
+    pub uses_database: bool,
     /// Service chaining back into this app; built once, cloned per request.
     dispatch: Arc<dyn InternalDispatch>,
 }
@@ -104,9 +112,18 @@ impl App {
             .iter()
             .all(|path| router.route(path).is_none_or(|m| m.raw_route() == "/..."));
 
+        let uses_database = manifest
+            .components
+            .values()
+            .any(|c| !c.trellis.databases.is_empty());
+        if uses_database {
+            database::managed::ensure_database(&runtime.databases.admin)
+                .await
+                .context("preparing the database for managed databases (--database-url)")?;
+        }
         let mut components = HashMap::new();
         for component in manifest.components.values() {
-            let loaded = load_component(&runtime, component, &variables)
+            let loaded = load_component(&runtime, manifest, component, &variables)
                 .await
                 .with_context(|| format!("component `{}`", component.id))?;
             components.insert(component.id.clone(), Arc::new(loaded));
@@ -131,6 +148,7 @@ impl App {
             components,
             http_client,
             serves_health,
+            uses_database,
             dispatch: Arc::new(crate::triggers::http::Chaining(this.clone())),
         }))
     }
@@ -153,6 +171,7 @@ impl App {
 
 async fn load_component(
     runtime: &Arc<Runtime>,
+    manifest: &AppManifest,
     component: &manifest::Component,
     variables: &AppVariables,
 ) -> Result<AppComponent> {
@@ -178,7 +197,12 @@ async fn load_component(
                 .map_err(|err| anyhow::anyhow!("allowed_outbound_hosts entry `{entry}`: {err}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    let allowed_hosts = AllowedHosts::parse(&allowed)?;
+    let allowed_hosts = Arc::new(AllowedHosts::parse(&allowed)?);
+    let databases = Arc::new(ComponentDatabases {
+        databases: runtime.databases.clone(),
+        managed: provision_databases(runtime, manifest, component).await?,
+        allowed: allowed_hosts.clone(),
+    });
 
     let mut files = Vec::new();
     for mount in &component.files {
@@ -229,7 +253,8 @@ async fn load_component(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         files,
-        allowed_hosts: Arc::new(allowed_hosts),
+        allowed_hosts,
+        databases,
         memory_limit: usize::try_from(memory_limit).context("memory limit too large")?,
         timeout: settings
             .timeout_ms
@@ -241,4 +266,41 @@ async fn load_component(
             .max_concurrency
             .map(|n| Arc::new(Semaphore::new(n))),
     })
+}
+
+/// Provisions the component's managed databases and applies their migrations.
+async fn provision_databases(
+    runtime: &Runtime,
+    manifest: &AppManifest,
+    component: &manifest::Component,
+) -> Result<HashMap<String, sqlx::postgres::PgConnectOptions>> {
+    let databases = &runtime.databases;
+    let mut managed = HashMap::new();
+    for (name, settings) in &component.trellis.databases {
+        let ident = database::managed::identifier(&manifest.application.name, &component.id, name);
+        let db = database::managed::provision(
+            &databases.admin,
+            databases.role_secret(),
+            &ident,
+            databases.config.statement_timeout.as_millis(),
+        )
+        .await
+        .with_context(|| format!("provisioning managed database `{name}`"))?;
+        if let Some(dir) = &settings.migrations {
+            let migrations = database::managed::read_migrations(dir)?;
+            let applied = database::managed::migrate(&db, &migrations)
+                .await
+                .with_context(|| format!("migrating managed database `{name}`"))?;
+            tracing::info!(
+                component = %component.id,
+                database = %name,
+                schema = %ident,
+                applied,
+                total = migrations.len(),
+                "migrations up to date"
+            );
+        }
+        managed.insert(name.clone(), db.options);
+    }
+    Ok(managed)
 }

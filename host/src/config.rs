@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::capabilities::database::DatabaseConfig;
+
 /// Limits and knobs of one `trellis` process.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -36,6 +38,8 @@ pub struct RuntimeConfig {
     /// How often the epoch ticker advances; the granularity of deadlines and
     /// of the yields that keep a busy guest from starving others.
     pub epoch_tick: Duration,
+    /// The database capability: managed databases, pools, statement limits.
+    pub database: DatabaseConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -49,6 +53,7 @@ impl Default for RuntimeConfig {
             shutdown_timeout: Duration::from_secs(10),
             cache_dir: default_cache_dir(),
             epoch_tick: Duration::from_millis(10),
+            database: DatabaseConfig::default(),
         }
     }
 }

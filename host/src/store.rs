@@ -14,6 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::app::{App, AppComponent};
+use crate::capabilities::database::{self, ComponentDatabases, DatabaseView};
 use crate::capabilities::outbound_http::OutboundHttp;
 use crate::capabilities::variables::{self, ComponentVariables, VariablesView};
 
@@ -23,6 +24,7 @@ pub struct RequestState {
     http: WasiHttpCtx,
     outbound: OutboundHttp,
     variables: ComponentVariables,
+    database: Arc<ComponentDatabases>,
     pub(crate) limits: StoreLimits,
 }
 
@@ -57,6 +59,7 @@ impl RequestState {
                 deadline,
             },
             variables: component.variables.clone(),
+            database: component.databases.clone(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(component.memory_limit)
                 .trap_on_grow_failure(false)
@@ -92,6 +95,10 @@ pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<RequestState>>
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     variables::add_to_linker(&mut linker, |state: &mut RequestState| {
         VariablesView(&state.variables)
+    })?;
+    database::add_to_linker(&mut linker, |state: &mut RequestState| DatabaseView {
+        ctx: &state.database,
+        table: &mut state.table,
     })?;
     Ok(linker)
 }

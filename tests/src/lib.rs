@@ -46,7 +46,7 @@ impl AppDir {
     pub fn new(manifest: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut text = manifest.to_string();
-        for name in ["hello", "testbed"] {
+        for name in ["hello", "testbed", "user", "dbtest"] {
             text = text.replace(&format!("{{{name}}}"), &guest(name).display().to_string());
         }
         std::fs::write(dir.path().join("spin.toml"), text).expect("write manifest");
@@ -240,4 +240,82 @@ pub fn run_trellis(args: &[&str], dir: &Path) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A physical database of its own for one test, on the local Postgres, with
+/// the managed roles `trellis` creates in it. Dropped, roles included, when
+/// the value is dropped, so re-runs start clean.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub fn new(label: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let label: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(24)
+            .collect();
+        let name = format!("trellis_t_{label}_{}_{n}_{nanos}", std::process::id());
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        Self {
+            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // The roles that own schemas here were made for this database only
+        // (their names carry a hash of it).
+        let roles = psql(
+            &self.name,
+            "SELECT DISTINCT r.rolname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner \
+             WHERE n.nspname LIKE 't\\_%'",
+        );
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+        for role in roles.lines().map(str::trim).filter(|r| !r.is_empty()) {
+            psql("postgres", &format!("DROP ROLE IF EXISTS \"{role}\""));
+        }
+    }
+}
+
+/// Runs one SQL command as the `postgres` superuser; returns its unaligned output.
+pub fn psql(database: &str, sql: &str) -> String {
+    Command::new("psql")
+        .args([
+            "-qtAX",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-c",
+            sql,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }

@@ -1,5 +1,6 @@
 //! Capabilities guests import, one module each: the module owns its WIT
 //! bindings, its long-lived state and the `Host` trait implementation.
 
+pub mod database;
 pub mod outbound_http;
 pub mod variables;

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use crate::app::{App, Runtime};
+use crate::capabilities::database::DatabaseConfig;
 use crate::config::{RuntimeConfig, default_cache_dir};
 use crate::manifest;
 
@@ -60,6 +61,31 @@ pub struct LimitArgs {
     /// Compile every component at start-up, without the cache.
     #[arg(long, env = "TRELLIS_NO_CACHE")]
     pub no_cache: bool,
+    /// Admin connection for managed databases (`postgres://trellis.internal/<name>`);
+    /// the database is created if missing.
+    #[arg(
+        long,
+        env = "TRELLIS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/trellis",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Secret from which managed roles' passwords derive (share it between
+    /// replicas); default: derived from --database-url.
+    #[arg(long, env = "TRELLIS_DATABASE_SECRET", hide_env_values = true)]
+    pub database_secret: Option<String>,
+    /// Deadline of one database statement.
+    #[arg(long, env = "TRELLIS_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub statement_timeout: Duration,
+    /// Most rows one query may return to a component.
+    #[arg(long, env = "TRELLIS_MAX_ROWS", default_value_t = 10_000)]
+    pub max_rows: usize,
+    /// Most bytes of values one query may return to a component.
+    #[arg(long, env = "TRELLIS_MAX_RESULT_BYTES", default_value_t = 16 << 20)]
+    pub max_result_bytes: usize,
+    /// Open database connections across all pools.
+    #[arg(long, env = "TRELLIS_MAX_DB_CONNECTIONS", default_value_t = 64)]
+    pub max_db_connections: u32,
 }
 
 impl LimitArgs {
@@ -75,6 +101,15 @@ impl LimitArgs {
                 None
             } else {
                 self.cache_dir.clone().or_else(default_cache_dir)
+            },
+            database: DatabaseConfig {
+                admin_url: self.database_url.clone(),
+                role_secret: self.database_secret.clone(),
+                statement_timeout: self.statement_timeout,
+                max_rows: self.max_rows,
+                max_result_bytes: self.max_result_bytes,
+                max_connections: self.max_db_connections,
+                ..DatabaseConfig::default()
             },
             ..RuntimeConfig::default()
         }

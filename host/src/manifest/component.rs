@@ -10,7 +10,7 @@ use super::checks::{
     is_variable_name,
 };
 use super::error::{ManifestError, Source};
-use super::model::{Component, ComponentBuild, ComponentTrellis, FileMount};
+use super::model::{Component, ComponentBuild, ComponentTrellis, FileMount, ManagedDatabase};
 use super::schema::{RawBuild, RawComponent, RawComponentTrellis, RawPlacement};
 use super::template;
 
@@ -79,7 +79,7 @@ pub(crate) fn resolve(
         files,
         exclude_files: raw.exclude_files,
         build: raw.build.map(|b| build(src, b, dir)).transpose()?,
-        trellis: limits(src, raw.tool.trellis.unwrap_or_default())?,
+        trellis: limits(src, raw.tool.trellis.unwrap_or_default(), dir)?,
     })
 }
 
@@ -264,8 +264,27 @@ fn build(src: Source<'_>, raw: RawBuild, dir: &Path) -> Result<ComponentBuild, M
     })
 }
 
-fn limits(src: Source<'_>, raw: RawComponentTrellis) -> Result<ComponentTrellis, ManifestError> {
+fn limits(
+    src: Source<'_>,
+    raw: RawComponentTrellis,
+    dir: &std::path::Path,
+) -> Result<ComponentTrellis, ManifestError> {
+    let mut databases = std::collections::BTreeMap::new();
+    for (name, db) in raw.databases {
+        if !super::checks::is_component_id(name.get_ref()) {
+            return Err(src.error(
+                name.span(),
+                format!(
+                    "database name `{}` must be lower-case letters, digits, `-` or `_`, starting with a letter",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let migrations = db.migrations.map(|m| dir.join(m));
+        databases.insert(name.into_inner(), ManagedDatabase { migrations });
+    }
     Ok(ComponentTrellis {
+        databases,
         // wasm32 linear memory cannot exceed 4 GiB, so a larger limit is a mistake.
         memory_limit_mib: in_range(
             src,

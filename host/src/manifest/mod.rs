@@ -34,7 +34,7 @@ use toml::{Spanned, Value};
 pub use error::ManifestError;
 pub use model::{
     AmqpDefaults, AmqpTrigger, AppManifest, AppTrellis, Application, Component, ComponentBuild,
-    ComponentTrellis, FileMount, HttpRoute, HttpTrigger, Variable,
+    ComponentTrellis, FileMount, HttpRoute, HttpTrigger, ManagedDatabase, Variable,
 };
 pub use template::expand_template;
 

@@ -200,4 +200,13 @@ pub struct ComponentTrellis {
     pub max_request_body_bytes: Option<u64>,
     /// Concurrent instances of this component (at least 1).
     pub max_concurrency: Option<usize>,
+    /// Managed databases by name (`postgres://trellis.internal/<name>`).
+    pub databases: BTreeMap<String, ManagedDatabase>,
+}
+
+/// A managed database a component declares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagedDatabase {
+    /// Absolute path of the migrations directory, if any.
+    pub migrations: Option<PathBuf>,
 }

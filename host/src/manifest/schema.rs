@@ -385,4 +385,23 @@ pub(crate) struct RawComponentTrellis {
     /// Example: `max_concurrency = 64`
     #[serde(default)]
     pub max_concurrency: Option<Spanned<usize>>,
+    /// Managed databases, by name: the component opens
+    /// `postgres://trellis.internal/<name>`.
+    ///
+    /// Example: `[component.user.tool.trellis.databases.users]`
+    /// `migrations = "components/user/migrations"`
+    #[serde(default)]
+    pub databases: std::collections::BTreeMap<Spanned<String>, RawManagedDatabase>,
+}
+
+/// `[component.<id>.tool.trellis.databases.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawManagedDatabase {
+    /// Directory of versioned SQL files (`0001_create_users.sql`, ...),
+    /// relative to the manifest, applied in order before the component serves.
+    ///
+    /// Example: `migrations = "components/user/migrations"`
+    #[serde(default)]
+    pub migrations: Option<String>,
 }

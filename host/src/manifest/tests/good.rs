@@ -147,6 +147,12 @@ fn full_manifest_components() {
             timeout_ms: Some(30000),
             max_request_body_bytes: Some(1048576),
             max_concurrency: Some(64),
+            databases: std::collections::BTreeMap::from([(
+                "sessions".to_string(),
+                crate::manifest::ManagedDatabase {
+                    migrations: Some(m.dir.join("migrations/front")),
+                },
+            )]),
         }
     );
     let files = &m.components["static-files"];

@@ -14,19 +14,24 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
-pub struct LimitedBody<B> {
-    inner: B,
+pub struct LimitedBody<B: Body<Data = Bytes> + Send + Unpin + 'static> {
+    /// `None` only once dropped.
+    inner: Option<B>,
     remaining: u64,
     limit: u64,
     exceeded: Arc<AtomicBool>,
 }
 
-impl<B> LimitedBody<B> {
+/// Most of an unread request body drained after the answer, and for how long.
+const DRAIN_MAX_BYTES: usize = 16 << 20;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl<B: Body<Data = Bytes> + Send + Unpin + 'static> LimitedBody<B> {
     /// `declared`: the request's `content-length`, if any.
     pub fn new(inner: B, limit: u64, declared: Option<u64>) -> (Self, Arc<AtomicBool>) {
         let exceeded = Arc::new(AtomicBool::new(declared.is_some_and(|len| len > limit)));
         let body = Self {
-            inner,
+            inner: Some(inner),
             remaining: limit,
             limit,
             exceeded: exceeded.clone(),
@@ -35,9 +40,41 @@ impl<B> LimitedBody<B> {
     }
 }
 
+/// A component that answers without reading the whole body (a 405, a 413)
+/// leaves the client still sending it; closing the socket on unread data
+/// makes the kernel reset the connection, and the client may lose the answer
+/// with it. So what is left is read and discarded in the background, within
+/// bounds, and the connection can even be kept alive.
+impl<B: Body<Data = Bytes> + Send + Unpin + 'static> Drop for LimitedBody<B> {
+    fn drop(&mut self) {
+        let Some(mut inner) = self.inner.take() else {
+            return;
+        };
+        if inner.is_end_stream() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            use http_body_util::BodyExt as _;
+            let drain = async {
+                let mut drained = 0;
+                while let Some(Ok(frame)) = inner.frame().await {
+                    drained += frame.data_ref().map_or(0, Bytes::len);
+                    if drained > DRAIN_MAX_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_MAX_TIME, drain).await;
+        });
+    }
+}
+
 impl<B> Body for LimitedBody<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<HttpError>,
 {
     type Data = Bytes;
@@ -50,7 +87,10 @@ where
         if self.exceeded.load(Ordering::Relaxed) {
             return Poll::Ready(Some(Err(HttpError::HttpRequestBodySize(Some(self.limit)))));
         }
-        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err.into()))),
             Poll::Ready(None) => return Poll::Ready(None),
@@ -68,11 +108,11 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map(Body::size_hint).unwrap_or_default()
     }
 }
 

@@ -53,7 +53,7 @@ where
     }
     let path = request.uri().path();
     if app.serves_health
-        && let Some(response) = health(path, request.method())
+        && let Some(response) = health(app, path, request.method()).await
     {
         return response;
     }
@@ -105,20 +105,43 @@ where
 }
 
 /// `GET /health` and `GET /health/ready`, unless the app routes them.
-fn health(path: &str, method: &Method) -> Option<Result<Response<WasiBody>, HostError>> {
+async fn health(
+    app: &App,
+    path: &str,
+    method: &Method,
+) -> Option<Result<Response<WasiBody>, HostError>> {
     let path = path
         .strip_suffix('/')
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
-    let body = match path {
-        "/health" => serde_json::json!({"status": "ok"}),
-        "/health/ready" => serde_json::json!({"status": "ready", "dependencies": {}}),
-        _ => return None,
-    };
+    if path != "/health" && path != "/health/ready" {
+        return None;
+    }
     if method != Method::GET && method != Method::HEAD {
         return Some(Err(HostError::MethodNotAllowed("GET, HEAD")));
     }
-    Some(Ok(json_response(StatusCode::OK, &body)))
+    if path == "/health" {
+        let body = serde_json::json!({"status": "ok"});
+        return Some(Ok(json_response(StatusCode::OK, &body)));
+    }
+    let mut dependencies = serde_json::Map::new();
+    if app.uses_database {
+        let up = app.runtime.databases.ready().await;
+        dependencies.insert("database".into(), if up { "up" } else { "down" }.into());
+    }
+    let ready = dependencies.values().all(|state| state == "up");
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "dependencies": dependencies,
+    });
+    if ready {
+        return Some(Ok(json_response(StatusCode::OK, &body)));
+    }
+    let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Some(Ok(response))
 }
 
 fn request_host<B>(request: &Request<B>) -> Option<&str> {

@@ -1,0 +1,425 @@
+//! `spin:postgres/postgres@4.0.0` on PostgreSQL through sqlx.
+//!
+//! - [`Databases`] (process-wide): connection pools keyed by server, database
+//!   and role, opened lazily, idle connections closed, and one cap on open
+//!   connections across all pools.
+//! - [`ComponentDatabases`] (per component, built at load): its managed
+//!   databases (see [`managed`]) and its outbound allow-list.
+//! - [`Connection`] (per guest resource): holds one pooled connection for its
+//!   whole life, so `BEGIN`/`COMMIT` through `execute` are real transactions;
+//!   a connection dropped inside a transaction is rolled back before it goes
+//!   back to the pool.
+
+pub mod bindings;
+pub mod convert;
+pub mod managed;
+pub mod query;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor as _, Postgres};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use crate::allowed_hosts::AllowedHosts;
+use bindings::{Error, ParameterValue, RowSet};
+use query::Limits;
+
+/// Settings of the database capability.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Admin connection to the server and database that hold managed
+    /// databases. Example: `postgres://postgres@127.0.0.1:5432/trellis`.
+    pub admin_url: String,
+    /// Secret from which managed roles' passwords are derived; replicas must
+    /// share it. Defaults to the admin URL.
+    pub role_secret: Option<String>,
+    /// Per-statement deadline. Example: 5 s.
+    pub statement_timeout: Duration,
+    /// Most rows one query may return. Example: 10,000.
+    pub max_rows: usize,
+    /// Most bytes of values one query may return. Example: 16 MiB.
+    pub max_result_bytes: usize,
+    /// Open connections across all pools. Example: 64.
+    pub max_connections: u32,
+    /// How long `open` waits for a connection (a server that is down fails
+    /// faster: connection refused). Example: 2 s.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            admin_url: "postgres://postgres@127.0.0.1:5432/trellis".to_string(),
+            role_secret: None,
+            statement_timeout: Duration::from_secs(5),
+            max_rows: 10_000,
+            max_result_bytes: 16 << 20,
+            max_connections: 64,
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where a pool connects: one per server, database and role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    host: String,
+    port: u16,
+    database: String,
+    user: String,
+}
+
+impl PoolKey {
+    fn of(options: &PgConnectOptions) -> Self {
+        Self {
+            host: options.get_host().to_string(),
+            port: options.get_port(),
+            database: options.get_database().unwrap_or_default().to_string(),
+            user: options.get_username().to_string(),
+        }
+    }
+}
+
+/// Process-wide pools and connection cap.
+pub struct Databases {
+    pub config: DatabaseConfig,
+    pub admin: PgConnectOptions,
+    pools: Mutex<HashMap<PoolKey, PgPool>>,
+    open_connections: Arc<Semaphore>,
+    limits: Limits,
+}
+
+impl Databases {
+    pub fn new(config: DatabaseConfig) -> Result<Arc<Self>> {
+        let admin: PgConnectOptions = config
+            .admin_url
+            .parse()
+            .context("--database-url is not a valid postgres:// URL")?;
+        Ok(Arc::new(Self {
+            admin,
+            pools: Mutex::new(HashMap::new()),
+            open_connections: Arc::new(Semaphore::new(config.max_connections as usize)),
+            limits: Limits {
+                max_rows: config.max_rows,
+                max_bytes: config.max_result_bytes,
+                // The server's own statement_timeout (same value) normally
+                // fires first and leaves the connection usable; the host's
+                // deadline is the backstop for a guest that SET it away.
+                statement_timeout: config.statement_timeout + Duration::from_secs(1),
+            },
+            config,
+        }))
+    }
+
+    /// The secret managed roles' passwords derive from.
+    pub fn role_secret(&self) -> &str {
+        self.config
+            .role_secret
+            .as_deref()
+            .unwrap_or(&self.config.admin_url)
+    }
+
+    /// The pool for `options`, created (without connecting) on first use.
+    fn pool(&self, options: &PgConnectOptions) -> PgPool {
+        let key = PoolKey::of(options);
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools
+            .entry(key)
+            .or_insert_with(|| {
+                let timeout_ms = self.config.statement_timeout.as_millis().to_string();
+                PgPoolOptions::new()
+                    .max_connections(self.config.max_connections)
+                    .min_connections(0)
+                    .idle_timeout(Some(Duration::from_secs(30)))
+                    .acquire_timeout(self.config.acquire_timeout)
+                    // A restarted server leaves dead connections in the pool:
+                    // check each before handing it out.
+                    .test_before_acquire(true)
+                    .connect_lazy_with(
+                        options
+                            .clone()
+                            .options([("statement_timeout", timeout_ms.as_str())]),
+                    )
+            })
+            .clone()
+    }
+
+    /// Whether the server answers (for `/health/ready`).
+    pub async fn ready(&self) -> bool {
+        let pool = self.pool(&self.admin);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), pool.execute("SELECT 1")).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// What one component may open, resolved at load time.
+pub struct ComponentDatabases {
+    pub databases: Arc<Databases>,
+    /// Managed database name -> how to connect as its role.
+    pub managed: HashMap<String, PgConnectOptions>,
+    pub allowed: Arc<AllowedHosts>,
+}
+
+impl ComponentDatabases {
+    /// Resolves a guest's address to connection options, or the error the
+    /// guest sees.
+    // The WIT's error type is large; this runs once per `open`, not per row.
+    #[allow(clippy::result_large_err)]
+    fn resolve(&self, address: &str) -> Result<PgConnectOptions, Error> {
+        if let Some(name) = managed::managed_name(address) {
+            return self.managed.get(name).cloned().ok_or_else(|| {
+                Error::ConnectionFailed(format!(
+                    "no managed database `{name}` is declared for this component \
+                     ([component.<id>.tool.trellis.databases.{name}])"
+                ))
+            });
+        }
+        let options: PgConnectOptions = address
+            .parse()
+            .map_err(|_| Error::BadParameter("the address is not a postgres:// URL".into()))?;
+        // A Unix socket (`?host=/run/postgresql`, or a `/path` host) would
+        // reach a local server whatever host the URL names: the allow-list
+        // could not speak for it.
+        let query = address.split_once('?').map_or("", |(_, q)| q);
+        let redirects = query.split('&').any(|pair| {
+            let key = pair.split('=').next().unwrap_or("").to_ascii_lowercase();
+            key == "host" || key == "hostaddr"
+        });
+        if options.get_socket().is_some() || redirects {
+            return Err(Error::ConnectionFailed(
+                "Unix sockets and `host`/`hostaddr` parameters are not allowed in a database address"
+                    .into(),
+            ));
+        }
+        let scheme = address.split_once("://").map_or("postgres", |(s, _)| s);
+        if !self
+            .allowed
+            .allows(scheme, options.get_host(), Some(options.get_port()))
+        {
+            tracing::warn!(
+                host = options.get_host(),
+                port = options.get_port(),
+                "database address denied: not in allowed_outbound_hosts"
+            );
+            return Err(Error::ConnectionFailed(format!(
+                "address {scheme}://{}:{} is not allowed by allowed_outbound_hosts",
+                options.get_host(),
+                options.get_port()
+            )));
+        }
+        Ok(options)
+    }
+}
+
+/// The host side of a guest's `connection` resource.
+pub struct Connection {
+    conn: Option<PoolConnection<Postgres>>,
+    _permit: OwnedSemaphorePermit,
+    limits: Limits,
+    /// A `BEGIN`/`START` ran without a later `COMMIT`/`ROLLBACK`.
+    transaction_open: bool,
+    /// A statement may have changed session state (`SET`, `set_config`, ...)
+    /// that the next request on this pooled connection must not inherit.
+    session_dirty: bool,
+    /// A statement was abandoned mid-flight: the connection is not reusable.
+    broken: bool,
+}
+
+impl Connection {
+    fn track(&mut self, statement: &str, succeeded: bool) {
+        let keyword = first_keyword(statement);
+        match keyword.as_str() {
+            "begin" | "start" if succeeded => self.transaction_open = true,
+            "commit" | "end" | "rollback" | "abort" if succeeded => self.transaction_open = false,
+            _ => {}
+        }
+        if matches!(
+            keyword.as_str(),
+            "set" | "reset" | "discard" | "deallocate" | "prepare" | "declare" | "listen" | "lock"
+        ) || statement.to_ascii_lowercase().contains("set_config")
+        {
+            self.session_dirty = true;
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if self.broken {
+            conn.close_on_drop();
+            return;
+        }
+        if !self.transaction_open && !self.session_dirty {
+            return; // back to the pool as it is
+        }
+        // Clean up before anyone else gets this connection: roll back an open
+        // transaction, reset what the guest SET. If that fails, the
+        // connection is closed instead of returned.
+        let (rollback, reset) = (self.transaction_open, self.session_dirty);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            conn.close_on_drop();
+            return;
+        };
+        runtime.spawn(async move {
+            let rolled_back = !rollback || conn.execute("ROLLBACK").await.is_ok();
+            let reset = !reset || conn.execute("RESET ALL").await.is_ok();
+            if !(rolled_back && reset) {
+                conn.close_on_drop();
+            }
+        });
+    }
+}
+
+/// The first SQL keyword of a statement, lower-cased, skipping white space
+/// and comments (a `/* x */ BEGIN` still opens a transaction).
+fn first_keyword(statement: &str) -> String {
+    let mut rest = statement;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    rest.chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// The borrowed view the generated traits are implemented on.
+pub struct DatabaseView<'a> {
+    pub ctx: &'a Arc<ComponentDatabases>,
+    pub table: &'a mut ResourceTable,
+}
+
+impl bindings::Host for DatabaseView<'_> {}
+
+impl bindings::HostConnection for DatabaseView<'_> {
+    async fn open(
+        &mut self,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
+        let options = match self.ctx.resolve(&address) {
+            Ok(options) => options,
+            Err(err) => return Ok(Err(err)),
+        };
+        let databases = &self.ctx.databases;
+        let permit = match tokio::time::timeout(
+            databases.config.acquire_timeout,
+            databases.open_connections.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return Ok(Err(Error::ConnectionFailed(
+                    "too many open database connections; retry later".into(),
+                )));
+            }
+        };
+        let conn = match databases.pool(&options).acquire().await {
+            Ok(conn) => conn,
+            Err(err) => return Ok(Err(query::map_error(err))),
+        };
+        let connection = Connection {
+            conn: Some(conn),
+            _permit: permit,
+            limits: databases.limits.clone(),
+            transaction_open: false,
+            session_dirty: false,
+            broken: false,
+        };
+        Ok(Ok(self.table.push(connection)?))
+    }
+
+    async fn query(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<RowSet, Error>> {
+        let connection = self.table.get_mut(&this)?;
+        let Some(conn) = connection.conn.as_mut() else {
+            return Ok(Err(Error::ConnectionFailed(
+                "the connection is closed".into(),
+            )));
+        };
+        let limits = connection.limits.clone();
+        let result = query::query(conn, &statement, params, &limits).await;
+        if matches!(&result, Err(err) if query::must_discard_connection(err)) {
+            connection.broken = true;
+        }
+        connection.track(&statement, result.is_ok());
+        Ok(result)
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
+        let connection = self.table.get_mut(&this)?;
+        let Some(conn) = connection.conn.as_mut() else {
+            return Ok(Err(Error::ConnectionFailed(
+                "the connection is closed".into(),
+            )));
+        };
+        let limits = connection.limits.clone();
+        let result = query::execute(conn, &statement, params, &limits).await;
+        if matches!(&result, Err(err) if query::must_discard_connection(err)) {
+            connection.broken = true;
+        }
+        connection.track(&statement, result.is_ok());
+        Ok(result)
+    }
+
+    async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
+        // Dropping the host value returns (or rolls back, or closes) it.
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+struct Database;
+impl HasData for Database {
+    type Data<'a> = DatabaseView<'a>;
+}
+
+/// Adds `spin:postgres/postgres@4.0.0` to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> DatabaseView<'_>,
+) -> Result<()> {
+    Ok(bindings::add_to_linker::<T, Database>(linker, view)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_keyword;
+
+    #[test]
+    fn first_keywords() {
+        assert_eq!(first_keyword("BEGIN"), "begin");
+        assert_eq!(first_keyword("  start transaction"), "start");
+        assert_eq!(first_keyword("/* sneaky */ Begin;"), "begin");
+        assert_eq!(first_keyword("-- comment\n  COMMIT"), "commit");
+        assert_eq!(first_keyword("select 1"), "select");
+        assert_eq!(first_keyword("/* unterminated"), "");
+    }
+}
