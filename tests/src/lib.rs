@@ -285,7 +285,7 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         // The roles that own schemas here were made for this database only
         // (their names carry a hash of it).
-        let roles = psql(
+        let roles = psql_quiet(
             &self.name,
             "SELECT DISTINCT r.rolname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner \
              WHERE n.nspname LIKE 't\\_%'",
@@ -300,21 +300,39 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Runs one SQL command as the `postgres` superuser; returns its unaligned output.
-pub fn psql(database: &str, sql: &str) -> String {
-    Command::new("psql")
+/// `psql` as the `postgres` superuser on the local server, running `sql` in
+/// `database` (tuples only, unaligned, quiet, no psqlrc).
+pub fn psql_command(database: &str, sql: &str) -> Command {
+    let mut command = Command::new("psql");
+    command
         .args([
-            "-qtAX",
             "-h",
             "127.0.0.1",
             "-U",
             "postgres",
             "-d",
             database,
-            "-c",
+            "-XtAqc",
             sql,
         ])
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `sql` in `database`; its output, trimmed. Panics on failure.
+pub fn psql(database: &str, sql: &str) -> String {
+    let output = psql_command(database, sql).output().expect("run psql");
+    assert!(
+        output.status.success(),
+        "psql `{sql}` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Runs `sql`, ignoring failure (clean-up); its output.
+pub fn psql_quiet(database: &str, sql: &str) -> String {
+    psql_command(database, sql)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()

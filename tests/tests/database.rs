@@ -11,11 +11,10 @@
 //! Stopping Postgres is tested in `database_outage.rs`, a separate test binary
 //! (cargo runs test binaries one after another, never two at once).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use trellis_tests::{AppDir, Trellis, UpOptions, client};
+use trellis_tests::{AppDir, Trellis, UpOptions, client, psql, psql_quiet};
 
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -97,37 +96,6 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         self.clean_up();
     }
-}
-
-fn psql_command(database: &str, sql: &str) -> Command {
-    let mut command = Command::new("psql");
-    command.args([
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-        "-d",
-        database,
-        "-XtAqc",
-        sql,
-    ]);
-    command
-}
-
-/// Runs `sql` in `database`; its output, trimmed. Panics on failure.
-fn psql(database: &str, sql: &str) -> String {
-    let output = psql_command(database, sql).output().expect("run psql");
-    assert!(
-        output.status.success(),
-        "psql `{sql}` failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-/// Runs `sql`, ignoring failure (clean-up).
-fn psql_quiet(database: &str, sql: &str) {
-    let _ = psql_command(database, sql).output();
 }
 
 /// A manifest: application `app` and `components`, each a `dbtest` routed at

@@ -18,18 +18,7 @@ use trellis_tests::{AppDir, Trellis, UpOptions, client};
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 fn psql(database: &str, sql: &str) -> std::io::Result<std::process::Output> {
-    Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-XtAqc",
-            sql,
-        ])
-        .output()
+    trellis_tests::psql_command(database, sql).output()
 }
 
 /// The local cluster (`/etc/postgresql/<version>/main`), stopped while this

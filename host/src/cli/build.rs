@@ -2,25 +2,17 @@
 //! showing which component builds, how long it took, and its output when it
 //! fails.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use crate::manifest::{self, AppManifest};
+use crate::manifest::AppManifest;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The app manifest.
-    #[arg(
-        short = 'f',
-        long = "from",
-        visible_alias = "file",
-        env = "TRELLIS_MANIFEST",
-        default_value = "spin.toml"
-    )]
-    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub manifest: super::ManifestArg,
     /// Build only these components (repeatable); default: all.
     #[arg(short = 'c', long = "component")]
     pub components: Vec<String>,
@@ -28,7 +20,7 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     pub async fn run(self) -> Result<()> {
-        let manifest = manifest::load(&self.manifest)?;
+        let manifest = self.manifest.load()?;
         build(&manifest, &self.components).await
     }
 }

@@ -4,7 +4,9 @@
 mod build;
 mod up;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +25,26 @@ enum Command {
     Up(up::UpArgs),
     /// Run each component's build command from the manifest.
     Build(build::BuildArgs),
+}
+
+/// `-f/--from spin.toml`, shared by the commands that read a manifest.
+#[derive(Debug, Args)]
+pub struct ManifestArg {
+    /// The app manifest.
+    #[arg(
+        short = 'f',
+        long = "from",
+        visible_alias = "file",
+        env = "TRELLIS_MANIFEST",
+        default_value = "spin.toml"
+    )]
+    pub path: PathBuf,
+}
+
+impl ManifestArg {
+    pub fn load(&self) -> anyhow::Result<crate::manifest::AppManifest> {
+        Ok(crate::manifest::load(&self.path)?)
+    }
 }
 
 impl Cli {

@@ -11,19 +11,11 @@ use clap::Args;
 use crate::app::{App, Runtime};
 use crate::capabilities::database::DatabaseConfig;
 use crate::config::{RuntimeConfig, default_cache_dir};
-use crate::manifest;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// The app manifest.
-    #[arg(
-        short = 'f',
-        long = "from",
-        visible_alias = "file",
-        env = "TRELLIS_MANIFEST",
-        default_value = "spin.toml"
-    )]
-    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub manifest: super::ManifestArg,
     /// Run `trellis build` first.
     #[arg(long, env = "TRELLIS_BUILD")]
     pub build: bool,
@@ -118,7 +110,7 @@ impl LimitArgs {
 
 impl UpArgs {
     pub async fn run(self) -> Result<()> {
-        let manifest = manifest::load(&self.manifest)?;
+        let manifest = self.manifest.load()?;
         if self.build {
             super::build::build(&manifest, &[]).await?;
         }
