@@ -7,6 +7,7 @@
 #   DURATION=30s bench/users.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 DURATION=${DURATION:-10s}
 USERS=${USERS:-1000}
@@ -45,10 +46,6 @@ db_url = "postgres://trellis.internal/users"
 migrations = "$PWD/components/user/migrations"
 TOML
 
-wait_for() {
-  for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "server at $1 did not answer" >&2; exit 1
-}
 
 target/release/trellis up -f "$work/spin.toml" --listen "127.0.0.1:$TRELLIS_PORT" \
   --database-url "$ADMIN_URL" --cache-dir "$work/cache" >"$work/trellis.out" 2>"$work/trellis.err" &
@@ -73,13 +70,6 @@ math.randomseed(os.time())
 request = function() return wrk.format("GET", "/users/" .. math.random(1, $USERS)) end
 LUA
 
-parse() {
-  awk '/Requests\/sec:/ {rps=$2}
-       /^ +50%/ {p50=$2}
-       /^ +99%/ {p99=$2}
-       /Non-2xx|Socket errors/ {bad=$0}
-       END {if (bad != "") {print "wrk reported: " bad > "/dev/stderr"; exit 1}; print rps, p50, p99}'
-}
 run() { # port
   wrk -t1 -c32 -d2s -s "$work/random.lua" "http://127.0.0.1:$1" >/dev/null
   wrk -t1 -c32 -d"$DURATION" --latency -s "$work/random.lua" "http://127.0.0.1:$1" | parse
