@@ -14,15 +14,27 @@ use wasmtime::component::Linker;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::allowed_hosts::AllowedHosts;
+use crate::broker::topology::QueueSpec;
+use crate::broker::{Broker, Brokers};
 use crate::cache::ComponentCache;
 use crate::capabilities::database::{self, ComponentDatabases, Databases};
+use crate::capabilities::messaging::ComponentMessaging;
+use crate::capabilities::messaging::bindings::AmqpHandlerPre;
 use crate::capabilities::outbound_http::{HttpClient, InternalDispatch};
 use crate::capabilities::variables::{AppVariables, ComponentVariables};
 use crate::config::RuntimeConfig;
 use crate::engine::{self, EpochTicker};
 use crate::manifest::{self, AppManifest};
+use crate::outbox::Outbox;
 use crate::routing::Router;
 use crate::store::{self, RequestState};
+use crate::triggers::amqp::AmqpConsumer;
+
+/// `[[trigger.amqp]]` defaults when neither the trigger nor
+/// `[application.trigger.amqp]` sets them.
+const DEFAULT_PREFETCH: u16 = 16;
+const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Process-wide machinery shared by every app the process runs.
 pub struct Runtime {
@@ -36,6 +48,8 @@ pub struct Runtime {
     pub(crate) slots: Arc<Semaphore>,
     /// Database pools shared by every app.
     pub databases: Arc<Databases>,
+    /// Broker connections shared by every app, one per address.
+    pub brokers: Brokers,
     _ticker: EpochTicker,
 }
 
@@ -49,6 +63,7 @@ impl Runtime {
         let databases = Databases::new(config.database.clone())?;
         Ok(Arc::new(Self {
             databases,
+            brokers: Brokers::default(),
             linker,
             cache: ComponentCache::new(config.cache_dir.clone()),
             slots: Arc::new(Semaphore::new(config.max_instances as usize)),
@@ -64,6 +79,9 @@ impl Runtime {
 pub struct AppComponent {
     pub id: Arc<str>,
     pub(crate) pre: Option<ProxyPre<RequestState>>,
+    /// Its `trellis:messaging/handler` export, if it has one.
+    pub(crate) handler: Option<AmqpHandlerPre<RequestState>>,
+    pub(crate) messaging: Arc<ComponentMessaging>,
     pub(crate) variables: ComponentVariables,
     pub(crate) environment: Vec<(String, String)>,
     pub(crate) files: Vec<Mount>,
@@ -94,6 +112,10 @@ pub struct App {
     pub serves_health: bool,
     /// Whether any component has a managed database (a readiness dependency).
     pub uses_database: bool,
+    /// The app's broker, if it uses messaging at all (a readiness dependency).
+    pub broker: Option<Arc<Broker>>,
+    pub consumers: Vec<Arc<AmqpConsumer>>,
+    pub outboxes: Vec<Arc<Outbox>>,
     /// Service chaining back into this app; built once, cloned per request.
     dispatch: Arc<dyn InternalDispatch>,
 }
@@ -121,12 +143,80 @@ impl App {
                 .await
                 .context("preparing the database for managed databases (--database-url)")?;
         }
+        let defaults = manifest
+            .application
+            .amqp_defaults
+            .clone()
+            .unwrap_or_default();
+        let uses_messaging = !manifest.amqp_triggers.is_empty()
+            || manifest.components.values().any(|c| {
+                !c.trellis.publish.is_empty() || c.trellis.databases.values().any(|d| d.outbox)
+            });
+        let broker = if uses_messaging {
+            let url = match &defaults.broker {
+                Some(template) => manifest::expand_template(template, |name| {
+                    variables.get(name).map(str::to_owned)
+                })
+                .map_err(|err| anyhow::anyhow!("[application.trigger.amqp] broker: {err}"))?,
+                None => runtime.config.amqp_url.clone(),
+            };
+            Some(runtime.brokers.get(&url))
+        } else {
+            None
+        };
+        let exchange = defaults
+            .exchange
+            .clone()
+            .unwrap_or_else(|| manifest.application.name.clone());
+
         let mut components = HashMap::new();
+        let mut outboxes = Vec::new();
         for component in manifest.components.values() {
-            let loaded = load_component(&runtime, manifest, component, &variables)
-                .await
-                .with_context(|| format!("component `{}`", component.id))?;
+            let messaging = Arc::new(ComponentMessaging {
+                broker: broker.clone(),
+                exchange: exchange.clone(),
+                app: manifest.application.name.clone(),
+                publish: component.trellis.publish.clone(),
+            });
+            let (loaded, outbox) =
+                load_component(&runtime, manifest, component, &variables, messaging)
+                    .await
+                    .with_context(|| format!("component `{}`", component.id))?;
+            outboxes.extend(outbox.into_iter().map(Arc::new));
             components.insert(component.id.clone(), Arc::new(loaded));
+        }
+        let mut consumers = Vec::new();
+        for trigger in &manifest.amqp_triggers {
+            if components
+                .get(&trigger.component)
+                .is_some_and(|c| c.handler.is_none())
+            {
+                bail!(
+                    "component `{}` is the handler of the [[trigger.amqp]] for queue `{}` but does not export trellis:messaging/handler@0.1.0",
+                    trigger.component,
+                    trigger.queue
+                );
+            }
+            consumers.push(Arc::new(AmqpConsumer {
+                component: trigger.component.clone(),
+                prefetch: trigger
+                    .prefetch
+                    .or(defaults.prefetch)
+                    .unwrap_or(DEFAULT_PREFETCH),
+                spec: QueueSpec {
+                    queue: trigger.queue.clone(),
+                    exchange: trigger.exchange.clone().unwrap_or_else(|| exchange.clone()),
+                    binding_keys: trigger.binding_keys.clone(),
+                    max_attempts: trigger
+                        .max_attempts
+                        .or(defaults.max_attempts)
+                        .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+                    retry_delay: trigger
+                        .retry_delay_ms
+                        .or(defaults.retry_delay_ms)
+                        .map_or(DEFAULT_RETRY_DELAY, Duration::from_millis),
+                },
+            }));
         }
         for trigger in &manifest.http_triggers {
             if components
@@ -149,6 +239,9 @@ impl App {
             http_client,
             serves_health,
             uses_database,
+            broker,
+            consumers,
+            outboxes,
             dispatch: Arc::new(crate::triggers::http::Chaining(this.clone())),
         }))
     }
@@ -163,9 +256,44 @@ impl App {
         self.components.get(id)
     }
 
+    /// Starts the app's AMQP consumers and outbox relays; they stop when the
+    /// returned value is dropped.
+    pub fn start_background(self: &Arc<Self>) -> Background {
+        let mut tasks = Vec::new();
+        if let Some(broker) = &self.broker {
+            for consumer in &self.consumers {
+                tasks.push(tokio::spawn(crate::triggers::amqp::run(
+                    self.clone(),
+                    consumer.clone(),
+                    broker.clone(),
+                )));
+            }
+            for outbox in &self.outboxes {
+                tasks.push(tokio::spawn(crate::outbox::run(
+                    outbox.clone(),
+                    broker.clone(),
+                )));
+            }
+        }
+        Background { tasks }
+    }
+
     /// The deadline of a request to `component` starting now.
     pub fn deadline(&self, component: &AppComponent) -> Instant {
         Instant::now() + component.timeout
+    }
+}
+
+/// An app's background tasks (consumers, relays); aborted on drop.
+pub struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -174,7 +302,8 @@ async fn load_component(
     manifest: &AppManifest,
     component: &manifest::Component,
     variables: &AppVariables,
-) -> Result<AppComponent> {
+    messaging: Arc<ComponentMessaging>,
+) -> Result<(AppComponent, Vec<Outbox>)> {
     let config = &runtime.config;
     let settings = &component.trellis;
     let memory_limit = settings
@@ -198,9 +327,19 @@ async fn load_component(
         })
         .collect::<Result<Vec<_>>>()?;
     let allowed_hosts = Arc::new(AllowedHosts::parse(&allowed)?);
+    let (managed, outbox_dbs) = provision_databases(runtime, manifest, component).await?;
+    let outboxes = outbox_dbs
+        .into_iter()
+        .map(|db| Outbox {
+            component: component.id.clone(),
+            schema: db.schema,
+            options: db.options,
+            messaging: messaging.clone(),
+        })
+        .collect();
     let databases = Arc::new(ComponentDatabases {
         databases: runtime.databases.clone(),
-        managed: provision_databases(runtime, manifest, component).await?,
+        managed,
         allowed: allowed_hosts.clone(),
     });
 
@@ -241,11 +380,14 @@ async fn load_component(
             "{err:#}; trellis provides WASI 0.2 (cli, clocks, random, filesystem, sockets, http) and fermyon:spin/variables"
         )
     })?;
-    let pre = ProxyPre::new(instance_pre).ok();
+    let pre = ProxyPre::new(instance_pre.clone()).ok();
+    let handler = AmqpHandlerPre::new(instance_pre).ok();
 
-    Ok(AppComponent {
+    let loaded = AppComponent {
         id: component.id.as_str().into(),
         pre,
+        handler,
+        messaging,
         variables: variables.component(component)?,
         environment: component
             .environment
@@ -265,17 +407,24 @@ async fn load_component(
         concurrency: settings
             .max_concurrency
             .map(|n| Arc::new(Semaphore::new(n))),
-    })
+    };
+    Ok((loaded, outboxes))
 }
 
-/// Provisions the component's managed databases and applies their migrations.
+/// Provisions the component's managed databases, creates their outboxes and
+/// applies their migrations. Returns the connect options by name, and the
+/// databases that have an outbox.
 async fn provision_databases(
     runtime: &Runtime,
     manifest: &AppManifest,
     component: &manifest::Component,
-) -> Result<HashMap<String, sqlx::postgres::PgConnectOptions>> {
+) -> Result<(
+    HashMap<String, sqlx::postgres::PgConnectOptions>,
+    Vec<database::managed::ManagedDatabase>,
+)> {
     let databases = &runtime.databases;
     let mut managed = HashMap::new();
+    let mut outboxes = Vec::new();
     for (name, settings) in &component.trellis.databases {
         let ident = database::managed::identifier(&manifest.application.name, &component.id, name);
         let db = database::managed::provision(
@@ -286,6 +435,11 @@ async fn provision_databases(
         )
         .await
         .with_context(|| format!("provisioning managed database `{name}`"))?;
+        if settings.outbox {
+            crate::outbox::create(&db)
+                .await
+                .with_context(|| format!("creating the outbox of managed database `{name}`"))?;
+        }
         if let Some(dir) = &settings.migrations {
             let migrations = database::managed::read_migrations(dir)?;
             let applied = database::managed::migrate(&db, &migrations)
@@ -300,7 +454,10 @@ async fn provision_databases(
                 "migrations up to date"
             );
         }
-        managed.insert(name.clone(), db.options);
+        managed.insert(name.clone(), db.options.clone());
+        if settings.outbox {
+            outboxes.push(db);
+        }
     }
-    Ok(managed)
+    Ok((managed, outboxes))
 }

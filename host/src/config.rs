@@ -40,7 +40,13 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// The database capability: managed databases, pools, statement limits.
     pub database: DatabaseConfig,
+    /// The message broker of apps whose manifest names none
+    /// (`[application.trigger.amqp] broker`).
+    pub amqp_url: String,
 }
+
+/// The local RabbitMQ with its default account.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -54,6 +60,7 @@ impl Default for RuntimeConfig {
             cache_dir: default_cache_dir(),
             epoch_tick: Duration::from_millis(10),
             database: DatabaseConfig::default(),
+            amqp_url: DEFAULT_AMQP_URL.to_string(),
         }
     }
 }

@@ -11,19 +11,25 @@
 //! Built per request:
 //! - [`store`]: the state of one instance's `Store`.
 //!
-//! Called by guests ([`capabilities`]): `variables`, `outbound_http`.
-//! Calling into guests ([`triggers`]): `http`.
+//! Called by guests ([`capabilities`]): `variables`, `outbound_http`,
+//! `database`, `messaging` (publish).
+//! Calling into guests ([`triggers`]): `http`, `amqp`.
+//!
+//! Running beside them: [`broker`] (the supervised RabbitMQ connection) and
+//! [`outbox`] (the transactional outbox relay).
 //!
 //! [`cli`] is the `trellis` command line.
 
 pub mod allowed_hosts;
 pub mod app;
+pub mod broker;
 pub mod cache;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod manifest;
+pub mod outbox;
 pub mod routing;
 pub mod store;
 pub mod triggers;

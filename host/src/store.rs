@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::app::{App, AppComponent};
 use crate::capabilities::database::{self, ComponentDatabases, DatabaseView};
+use crate::capabilities::messaging::{self, ComponentMessaging, MessagingView};
 use crate::capabilities::outbound_http::OutboundHttp;
 use crate::capabilities::variables::{self, ComponentVariables, VariablesView};
 
@@ -25,7 +26,33 @@ pub struct RequestState {
     outbound: OutboundHttp,
     variables: ComponentVariables,
     database: Arc<ComponentDatabases>,
+    messaging: Arc<ComponentMessaging>,
     pub(crate) limits: StoreLimits,
+}
+
+/// A fresh `Store` for one call into `component`: its memory limit applied,
+/// and a guest that runs on past `deadline` interrupted. Every epoch tick a
+/// running guest yields to the executor, so one busy guest cannot starve the
+/// others on its worker thread.
+pub fn new_store(
+    app: &Arc<App>,
+    component: &AppComponent,
+    deadline: Instant,
+) -> Store<RequestState> {
+    let mut store = Store::new(
+        &app.runtime.engine,
+        RequestState::new(app, component, deadline),
+    );
+    store.limiter(|state| &mut state.limits);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+    store.set_epoch_deadline(1);
+    store
 }
 
 impl RequestState {
@@ -60,6 +87,7 @@ impl RequestState {
             },
             variables: component.variables.clone(),
             database: component.databases.clone(),
+            messaging: component.messaging.clone(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(component.memory_limit)
                 .trap_on_grow_failure(false)
@@ -99,6 +127,9 @@ pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<RequestState>>
     database::add_to_linker(&mut linker, |state: &mut RequestState| DatabaseView {
         ctx: &state.database,
         table: &mut state.table,
+    })?;
+    messaging::add_to_linker(&mut linker, |state: &mut RequestState| MessagingView {
+        ctx: &state.messaging,
     })?;
     Ok(linker)
 }

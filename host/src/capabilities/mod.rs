@@ -2,5 +2,6 @@
 //! bindings, its long-lived state and the `Host` trait implementation.
 
 pub mod database;
+pub mod messaging;
 pub mod outbound_http;
 pub mod variables;

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the app described by a Spin manifest.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Run each component's build command from the manifest.
     Build(build::BuildArgs),
 }

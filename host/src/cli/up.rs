@@ -75,9 +75,21 @@ pub struct LimitArgs {
     /// Most bytes of values one query may return to a component.
     #[arg(long, env = "TRELLIS_MAX_RESULT_BYTES", default_value_t = 16 << 20)]
     pub max_result_bytes: usize,
-    /// Open database connections across all pools.
+    /// Database connections components hold at once, across all pools.
     #[arg(long, env = "TRELLIS_MAX_DB_CONNECTIONS", default_value_t = 64)]
     pub max_db_connections: u32,
+    /// Connections each pool (server, database, role) keeps open, idle included.
+    #[arg(long, env = "TRELLIS_MAX_POOL_CONNECTIONS", default_value_t = 16)]
+    pub max_pool_connections: u32,
+    /// Message broker for apps whose manifest sets no
+    /// `[application.trigger.amqp] broker`.
+    #[arg(
+        long,
+        env = "TRELLIS_AMQP_URL",
+        default_value = crate::config::DEFAULT_AMQP_URL,
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
 }
 
 impl LimitArgs {
@@ -101,8 +113,10 @@ impl LimitArgs {
                 max_rows: self.max_rows,
                 max_result_bytes: self.max_result_bytes,
                 max_connections: self.max_db_connections,
+                max_pool_connections: self.max_pool_connections,
                 ..DatabaseConfig::default()
             },
+            amqp_url: self.amqp_url.clone(),
             ..RuntimeConfig::default()
         }
     }
@@ -136,6 +150,8 @@ impl UpArgs {
         for (route, component) in app.router.routes() {
             println!("  {component}: http://{addr}{route}");
         }
+        // Consumers and outbox relays run for as long as the app is served.
+        let _background = app.start_background();
         crate::triggers::http::serve(listener, app, shutdown_signal()).await
     }
 }

@@ -184,6 +184,23 @@ fn check_port(port: &str) -> Result<(), String> {
     }
 }
 
+/// An AMQP topic pattern: dot-separated words, each non-empty, where `*` and
+/// `#` may only stand alone as a whole word. `Err` says what is wrong.
+pub(crate) fn topic_pattern(pattern: &str) -> Result<(), &'static str> {
+    if pattern.is_empty() || pattern.len() > 255 {
+        return Err("must be 1..255 bytes, e.g. \"order.*\"");
+    }
+    for word in pattern.split('.') {
+        if word.is_empty() {
+            return Err("has an empty word (`..`, or a leading or trailing `.`)");
+        }
+        if word != "*" && word != "#" && word.contains(['*', '#']) {
+            return Err("uses `*` or `#` inside a word; they must stand alone, e.g. \"order.*\"");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

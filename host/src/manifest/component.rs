@@ -281,10 +281,30 @@ fn limits(
             ));
         }
         let migrations = db.migrations.map(|m| dir.join(m));
-        databases.insert(name.into_inner(), ManagedDatabase { migrations });
+        databases.insert(
+            name.into_inner(),
+            ManagedDatabase {
+                migrations,
+                outbox: db.outbox,
+            },
+        );
     }
+    let publish = match raw.messaging.and_then(|m| m.publish) {
+        Some(publish) => {
+            let span = publish.span();
+            let patterns = publish.into_inner();
+            for pattern in &patterns {
+                if let Err(why) = super::checks::topic_pattern(pattern) {
+                    return Err(src.error(span, format!("`publish` pattern {pattern:?} {why}")));
+                }
+            }
+            patterns
+        }
+        None => Vec::new(),
+    };
     Ok(ComponentTrellis {
         databases,
+        publish,
         // wasm32 linear memory cannot exceed 4 GiB, so a larger limit is a mistake.
         memory_limit_mib: in_range(
             src,

@@ -202,6 +202,9 @@ pub struct ComponentTrellis {
     pub max_concurrency: Option<usize>,
     /// Managed databases by name (`postgres://trellis.internal/<name>`).
     pub databases: BTreeMap<String, ManagedDatabase>,
+    /// Routing-key patterns the component may publish (AMQP topic syntax,
+    /// checked to be well-formed); empty: it may not publish.
+    pub publish: Vec<String>,
 }
 
 /// A managed database a component declares.
@@ -209,4 +212,6 @@ pub struct ComponentTrellis {
 pub struct ManagedDatabase {
     /// Absolute path of the migrations directory, if any.
     pub migrations: Option<PathBuf>,
+    /// The host keeps a transactional outbox table in it and relays its rows.
+    pub outbox: bool,
 }

@@ -392,6 +392,23 @@ pub(crate) struct RawComponentTrellis {
     /// `migrations = "components/user/migrations"`
     #[serde(default)]
     pub databases: std::collections::BTreeMap<Spanned<String>, RawManagedDatabase>,
+    /// What the component may do on the message broker.
+    ///
+    /// Example: `[component.payment.tool.trellis.messaging]` `publish = ["payment.*"]`
+    #[serde(default)]
+    pub messaging: Option<RawMessaging>,
+}
+
+/// `[component.<id>.tool.trellis.messaging]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMessaging {
+    /// Routing keys the component may publish (directly or through an
+    /// outbox), as AMQP topic patterns: `*` is one word, `#` zero or more.
+    ///
+    /// Example: `publish = ["order.*"]`
+    #[serde(default)]
+    pub publish: Option<Spanned<Vec<String>>>,
 }
 
 /// `[component.<id>.tool.trellis.databases.<name>]`.
@@ -404,4 +421,10 @@ pub(crate) struct RawManagedDatabase {
     /// Example: `migrations = "components/user/migrations"`
     #[serde(default)]
     pub migrations: Option<String>,
+    /// Create the `_trellis_outbox` table in this database and relay the rows
+    /// the component inserts there to the broker (transactional outbox).
+    ///
+    /// Example: `outbox = true`
+    #[serde(default)]
+    pub outbox: bool,
 }

@@ -45,8 +45,13 @@ pub struct DatabaseConfig {
     pub max_rows: usize,
     /// Most bytes of values one query may return. Example: 16 MiB.
     pub max_result_bytes: usize,
-    /// Open connections across all pools. Example: 64.
+    /// Connections components hold at once, across all pools. Example: 64.
     pub max_connections: u32,
+    /// Connections one pool (one server, database and role) keeps open,
+    /// idle ones included. Idle connections close after 30 s; until then
+    /// they count against the server's `max_connections`, so this times the
+    /// number of databases in use must stay under it. Example: 16.
+    pub max_pool_connections: u32,
     /// How long `open` waits for a connection (a server that is down fails
     /// faster: connection refused). Example: 2 s.
     pub acquire_timeout: Duration,
@@ -61,6 +66,7 @@ impl Default for DatabaseConfig {
             max_rows: 10_000,
             max_result_bytes: 16 << 20,
             max_connections: 64,
+            max_pool_connections: 16,
             acquire_timeout: Duration::from_secs(2),
         }
     }
@@ -134,7 +140,11 @@ impl Databases {
             .or_insert_with(|| {
                 let timeout_ms = self.config.statement_timeout.as_millis().to_string();
                 PgPoolOptions::new()
-                    .max_connections(self.config.max_connections)
+                    .max_connections(
+                        self.config
+                            .max_pool_connections
+                            .min(self.config.max_connections),
+                    )
                     .min_connections(0)
                     .idle_timeout(Some(Duration::from_secs(30)))
                     .acquire_timeout(self.config.acquire_timeout)

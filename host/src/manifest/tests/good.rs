@@ -151,8 +151,10 @@ fn full_manifest_components() {
                 "sessions".to_string(),
                 crate::manifest::ManagedDatabase {
                     migrations: Some(m.dir.join("migrations/front")),
+                    outbox: false,
                 },
             )]),
+            publish: Vec::new(),
         }
     );
     let files = &m.components["static-files"];

@@ -7,13 +7,12 @@ use std::time::Instant;
 
 use http::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::Trap;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView as _};
 
 use super::errors::HostError;
 use crate::app::{App, AppComponent};
-use crate::store::RequestState;
 
 /// How the guest's task ended.
 enum Outcome {
@@ -44,19 +43,7 @@ pub(crate) async fn invoke(
     };
     let slot = acquire(&runtime.slots, queue_deadline, &component.id).await?;
 
-    let mut store = Store::new(&runtime.engine, RequestState::new(app, component, deadline));
-    store.limiter(|state| &mut state.limits);
-    // Every epoch tick a running guest yields to the executor (so one busy
-    // guest cannot starve the others on its worker thread); past the deadline
-    // it is interrupted.
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::Yield(1)
-        })
-    });
-    store.set_epoch_deadline(1);
+    let mut store = crate::store::new_store(app, component, deadline);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let (incoming, outparam) = {

@@ -129,6 +129,10 @@ async fn health(
         let up = app.runtime.databases.ready().await;
         dependencies.insert("database".into(), if up { "up" } else { "down" }.into());
     }
+    if let Some(broker) = &app.broker {
+        let up = broker.is_connected();
+        dependencies.insert("broker".into(), if up { "up" } else { "down" }.into());
+    }
     let ready = dependencies.values().all(|state| state == "up");
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "unavailable" },

@@ -1,0 +1,321 @@
+//! The message broker (RabbitMQ over AMQP 0-9-1, with lapin): one connection
+//! per broker address, kept up by a supervisor task.
+//!
+//! - [`Broker::start`] spawns the supervisor: it connects, opens a publishing
+//!   channel in confirm mode and announces the [`Session`] on a watch channel;
+//!   when the connection drops it withdraws the session and reconnects with
+//!   exponential backoff (100 ms doubling to 5 s). Consumers
+//!   ([`crate::triggers::amqp`]) and the outbox relay ([`crate::outbox`]) wait
+//!   on that channel and start over on every new session, so a broker restart
+//!   costs them nothing but the time it was away.
+//! - [`Broker::publish`] publishes persistently and returns only once the
+//!   broker confirmed; without a session it fails at once, so a caller never
+//!   hangs on a broker that is down.
+//! - [`topology`] declares exchanges and queues.
+
+pub mod topology;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event};
+use tokio::sync::watch;
+
+/// How long a publish waits for the broker's confirmation.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why a publish failed; the guest-facing error of `trellis:messaging`
+/// maps onto these.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Not connected, the connection dropped, or no confirmation in time:
+    /// the message may or may not have been published.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker answered with a negative acknowledgement.
+    #[error("broker refused the message")]
+    Rejected,
+}
+
+/// A message on its way out. Headers are plain strings: all the guest API and
+/// the outbox carry.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+    pub message_id: String,
+    pub correlation_id: Option<String>,
+    pub headers: Vec<(String, String)>,
+    /// `app-id`: the application that published.
+    pub app_id: String,
+}
+
+impl Outgoing {
+    /// Persistent, with `type` = routing key (the event type, as api.md asks)
+    /// and the publish time.
+    pub fn properties(&self) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        for (name, value) in &self.headers {
+            headers.insert(
+                ShortString::from(name.as_str()),
+                AMQPValue::LongString(value.as_str().into()),
+            );
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(self.message_id.as_str().into())
+            .with_type(self.routing_key.as_str().into())
+            .with_timestamp(now)
+            .with_app_id(self.app_id.as_str().into())
+            .with_headers(headers);
+        if let Some(content_type) = &self.content_type {
+            properties = properties.with_content_type(content_type.as_str().into());
+        }
+        if let Some(correlation_id) = &self.correlation_id {
+            properties = properties.with_correlation_id(correlation_id.as_str().into());
+        }
+        properties
+    }
+}
+
+/// One live connection and its publishing channel.
+pub struct Session {
+    pub connection: Connection,
+    /// Increases with every connection the supervisor makes.
+    pub generation: u64,
+    publisher: tokio::sync::Mutex<Option<Channel>>,
+}
+
+impl Session {
+    /// The confirm-mode channel for publishing, reopened if the broker closed
+    /// it (a channel-level error does not take the connection down).
+    async fn publisher(&self) -> Result<Channel, lapin::Error> {
+        let mut slot = self.publisher.lock().await;
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = self.connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Publishes on `channel` and waits for the broker's confirmation.
+    pub async fn publish_on(
+        channel: &Channel,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .map_err(|err| PublishError::Unavailable(err.to_string()))?;
+        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Ok(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) => Ok(()),
+            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Rejected),
+            Ok(Err(err)) => Err(PublishError::Unavailable(err.to_string())),
+            Err(_) => Err(PublishError::Unavailable(format!(
+                "no confirmation within {} s",
+                CONFIRM_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+/// A broker address and its supervised connection.
+pub struct Broker {
+    /// The address with any password masked, for logs and errors.
+    pub display: String,
+    session: watch::Receiver<Option<Arc<Session>>>,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Broker {
+    /// Starts connecting to `url` in the background; returns at once.
+    pub fn start(url: &str) -> Arc<Self> {
+        let shown = redact(url);
+        let (tx, rx) = watch::channel(None);
+        let supervisor = tokio::spawn(supervise(url.to_string(), shown.clone(), tx));
+        Arc::new(Self {
+            display: shown,
+            session: rx,
+            supervisor,
+        })
+    }
+
+    /// The current session, if connected.
+    pub fn session(&self) -> Option<Arc<Session>> {
+        self.session
+            .borrow()
+            .clone()
+            .filter(|s| s.connection.status().connected())
+    }
+
+    /// A receiver that sees every session change (for consumers and relays).
+    pub fn sessions(&self) -> watch::Receiver<Option<Arc<Session>>> {
+        self.session.clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.session().is_some()
+    }
+
+    /// Publishes `message` persistently; returns once the broker confirmed.
+    pub async fn publish(&self, message: &Outgoing) -> Result<(), PublishError> {
+        let session = self.session().ok_or_else(|| {
+            PublishError::Unavailable(format!("not connected to {}", self.display))
+        })?;
+        let channel = session
+            .publisher()
+            .await
+            .map_err(|err| PublishError::Unavailable(err.to_string()))?;
+        Session::publish_on(
+            &channel,
+            &message.exchange,
+            &message.routing_key,
+            &message.body,
+            message.properties(),
+        )
+        .await
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+/// Brokers by address: every app of the process that names the same broker
+/// shares its connection.
+#[derive(Default)]
+pub struct Brokers {
+    by_url: Mutex<HashMap<String, Arc<Broker>>>,
+}
+
+impl Brokers {
+    pub fn get(&self, url: &str) -> Arc<Broker> {
+        let mut map = self.by_url.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(url.to_string())
+            .or_insert_with(|| Broker::start(url))
+            .clone()
+    }
+}
+
+async fn supervise(url: String, shown: String, tx: watch::Sender<Option<Arc<Session>>>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut generation = 0;
+    let mut failures = 0u32;
+    loop {
+        let properties = ConnectionProperties::default().with_connection_name("trellis".into());
+        let connection = match Connection::connect(&url, properties).await {
+            Ok(ok) => ok,
+            Err(err) => {
+                failures += 1;
+                // The first failure and then every tenth: a broker that stays
+                // down must not flood the log.
+                if failures == 1 || failures.is_multiple_of(10) {
+                    tracing::warn!(broker = %shown, attempts = failures, "cannot connect to the broker: {err}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        generation += 1;
+        failures = 0;
+        backoff = BACKOFF_MIN;
+        tracing::info!(broker = %shown, generation, "connected to the broker");
+        let session = Arc::new(Session {
+            connection,
+            generation,
+            publisher: tokio::sync::Mutex::new(None),
+        });
+        let mut events = session.connection.events_listener();
+        tx.send_replace(Some(session.clone()));
+
+        // Until the connection reports an error or stops being connected
+        // (checked every second as well: not every way of dying is an event).
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let reason = loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Event::Error(err)) => break err.to_string(),
+                    Some(Event::ConnectionBlocked(why)) => {
+                        tracing::warn!(broker = %shown, "the broker blocked publishing: {why}");
+                    }
+                    Some(Event::ConnectionUnblocked) => {
+                        tracing::info!(broker = %shown, "the broker unblocked publishing");
+                    }
+                    Some(_) => {}
+                    None => break "connection closed".to_string(),
+                },
+                _ = tick.tick() => {
+                    if !session.connection.status().connected() {
+                        break "connection closed".to_string();
+                    }
+                }
+            }
+        };
+        tx.send_replace(None);
+        tracing::warn!(broker = %shown, "lost the broker connection ({reason}); reconnecting");
+        let _ = session.connection.close(200, "reconnecting".into()).await;
+        tokio::time::sleep(BACKOFF_MIN).await;
+    }
+}
+
+/// `amqp://user:secret@host/vhost` → `amqp://user:***@host/vhost`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    if path.is_empty() && !rest.contains('/') {
+        format!("{scheme}://{authority}")
+    } else {
+        format!("{scheme}://{authority}/{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("amqp://localhost"), "amqp://localhost");
+        assert_eq!(redact("amqp://u@h/v"), "amqp://u@h/v");
+    }
+}

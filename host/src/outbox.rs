@@ -1,0 +1,250 @@
+//! The transactional outbox: events written in the same Postgres transaction
+//! as the data they announce, and relayed to the broker by the host.
+//!
+//! A managed database declared with `outbox = true` gets a table
+//! `_trellis_outbox` in its schema (see [`create`]); the component inserts a
+//! row in the transaction that changes its data, so the event exists exactly
+//! when the change does. A statement trigger sends `NOTIFY trellis_outbox`
+//! with the schema's name on commit; the relay ([`run`]), which `LISTEN`s as
+//! the component's own role, wakes up, locks a batch of rows
+//! (`FOR UPDATE SKIP LOCKED`, so replicas sharing the database split the
+//! work), publishes them with confirms and deletes them in the same
+//! transaction. A crash between commit and publish leaves the rows in place;
+//! the relay drains them when it starts. A row is never deleted before the
+//! broker confirmed it, so delivery is at least once; consumers deduplicate on
+//! `message_id`, which the row keeps across attempts.
+//!
+//! Without notifications (a dropped listener connection) the relay still
+//! sweeps every [`SWEEP_INTERVAL`]; it never polls in a tight loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Connection as _, Executor as _, PgConnection, PgPool};
+
+use crate::broker::{Broker, Outgoing, PublishError};
+use crate::capabilities::database::managed::ManagedDatabase;
+use crate::capabilities::messaging::{ComponentMessaging, check_routing_key};
+
+/// The channel the outbox trigger notifies; the payload is the schema.
+const CHANNEL: &str = "trellis_outbox";
+/// Rows published per transaction.
+const BATCH: i64 = 256;
+/// A sweep even without notifications, as a backstop.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Creates the outbox table and its notify trigger in `db`'s schema, as its
+/// role. Idempotent; serialised with migrations by the same advisory lock.
+pub async fn create(db: &ManagedDatabase) -> Result<()> {
+    let mut conn = PgConnection::connect_with(&db.options)
+        .await
+        .with_context(|| format!("connecting as `{}` to create the outbox", db.role))?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trellis:migrate:' || $1))")
+        .bind(&db.schema)
+        .execute(&mut *tx)
+        .await?;
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS _trellis_outbox (
+             id bigserial PRIMARY KEY,
+             routing_key text NOT NULL,
+             body bytea NOT NULL,
+             content_type text,
+             message_id text NOT NULL DEFAULT gen_random_uuid()::text,
+             correlation_id text,
+             headers jsonb NOT NULL DEFAULT '{}'::jsonb,
+             created_at timestamptz NOT NULL DEFAULT now(),
+             -- Set by the relay when a row can never be published (a routing
+             -- key the component may not use); such rows are kept, skipped.
+             error text
+         );
+         CREATE OR REPLACE FUNCTION _trellis_outbox_notify() RETURNS trigger
+             LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_notify('trellis_outbox', TG_TABLE_SCHEMA); RETURN NULL; END $$;
+         CREATE OR REPLACE TRIGGER _trellis_outbox_notify
+             AFTER INSERT ON _trellis_outbox
+             FOR EACH STATEMENT EXECUTE FUNCTION _trellis_outbox_notify();",
+    )
+    .await
+    .context("creating _trellis_outbox")?;
+    tx.commit().await?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// One outbox to relay.
+pub struct Outbox {
+    pub component: String,
+    pub schema: String,
+    /// The component's role on its managed database.
+    pub options: PgConnectOptions,
+    /// Where rows go, and which routing keys the component may use.
+    pub messaging: Arc<ComponentMessaging>,
+}
+
+/// Relays `outbox` for as long as the app runs.
+pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>) {
+    loop {
+        if let Err(err) = relay(&outbox, &broker).await {
+            tracing::warn!(component = %outbox.component, schema = %outbox.schema, "outbox relay: {err:#}; restarting in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn relay(outbox: &Outbox, broker: &Broker) -> Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(outbox.options.clone())
+        .await
+        .context("connecting to the outbox's database")?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(CHANNEL).await?;
+    let mut sessions = broker.sessions();
+    loop {
+        // Drain: everything committed so far, including before a restart.
+        loop {
+            match drain(&pool, outbox, broker).await? {
+                Drained::More => continue,
+                Drained::Empty => break,
+                Drained::BrokerDown => {
+                    // Rows stay; publish again once connected, and not in a
+                    // tight loop while the broker refuses or flaps.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let _ = sessions.wait_for(Option::is_some).await;
+                }
+            }
+        }
+        // Sleep until a commit in this schema (or the backstop sweep).
+        let deadline = tokio::time::Instant::now() + SWEEP_INTERVAL;
+        loop {
+            match tokio::time::timeout_at(deadline, listener.recv()).await {
+                Ok(Ok(notification)) if notification.payload() == outbox.schema => break,
+                Ok(Ok(_)) => continue,
+                Ok(Err(err)) => return Err(err).context("listening for outbox notifications"),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+enum Drained {
+    /// A full batch went out; there may be more.
+    More,
+    Empty,
+    BrokerDown,
+}
+
+type Row = (
+    i64,
+    String,
+    Vec<u8>,
+    Option<String>,
+    String,
+    Option<String>,
+    sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
+);
+
+/// Publishes one batch and deletes what the broker confirmed, in one
+/// transaction.
+async fn drain(pool: &PgPool, outbox: &Outbox, broker: &Broker) -> Result<Drained> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, routing_key, body, content_type, message_id, correlation_id, headers
+         FROM _trellis_outbox WHERE error IS NULL
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(BATCH)
+    .fetch_all(&mut *tx)
+    .await
+    .context("reading the outbox")?;
+    if rows.is_empty() {
+        return Ok(Drained::Empty);
+    }
+    let full = rows.len() as i64 == BATCH;
+
+    let mut refused = Vec::new();
+    let mut messages = Vec::with_capacity(rows.len());
+    for (id, routing_key, body, content_type, message_id, correlation_id, headers) in rows {
+        let permitted = check_routing_key(&routing_key).and_then(|()| {
+            if outbox.messaging.may_publish(&routing_key) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "routing key `{routing_key}` is not covered by the component's `publish` patterns"
+                ))
+            }
+        });
+        if let Err(why) = permitted {
+            tracing::error!(component = %outbox.component, id, %routing_key, "outbox row cannot be published: {why}");
+            refused.push((id, why));
+            continue;
+        }
+        let headers = headers
+            .0
+            .into_iter()
+            .map(|(name, value)| match value {
+                serde_json::Value::String(s) => (name, s),
+                other => (name, other.to_string()),
+            })
+            .collect();
+        messages.push((
+            id,
+            Outgoing {
+                exchange: outbox.messaging.exchange.clone(),
+                routing_key,
+                body,
+                content_type,
+                message_id,
+                correlation_id,
+                headers,
+                app_id: outbox.messaging.app.clone(),
+            },
+        ));
+    }
+
+    // Publish the batch pipelined on the one confirm channel.
+    let results =
+        futures::future::join_all(messages.iter().map(|(_, message)| broker.publish(message)))
+            .await;
+    let mut sent = Vec::with_capacity(messages.len());
+    let mut down = false;
+    let mut rejected = false;
+    for ((id, message), result) in messages.iter().zip(results) {
+        match result {
+            Ok(()) => sent.push(*id),
+            Err(PublishError::Unavailable(why)) => {
+                down = true;
+                tracing::debug!(id, message_id = %message.message_id, "outbox publish failed: {why}");
+            }
+            Err(PublishError::Rejected) => {
+                rejected = true;
+                tracing::warn!(id, message_id = %message.message_id, "the broker refused an outbox message; will retry");
+            }
+        }
+    }
+    sqlx::query("DELETE FROM _trellis_outbox WHERE id = ANY($1)")
+        .bind(&sent)
+        .execute(&mut *tx)
+        .await?;
+    for (id, why) in &refused {
+        sqlx::query("UPDATE _trellis_outbox SET error = $2 WHERE id = $1")
+            .bind(id)
+            .bind(why)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await.context("committing the outbox batch")?;
+    if !sent.is_empty() {
+        tracing::debug!(component = %outbox.component, published = sent.len(), "outbox relayed");
+    }
+    Ok(if down || rejected {
+        Drained::BrokerDown
+    } else if full || sent.len() < messages.len() {
+        Drained::More
+    } else {
+        Drained::Empty
+    })
+}

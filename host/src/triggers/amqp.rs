@@ -1,0 +1,341 @@
+//! `[[trigger.amqp]]`: consume a queue, one fresh instance per delivery.
+//!
+//! Each consumer is a task that waits for a broker session, declares its
+//! queue (see [`crate::broker::topology`]), sets the prefetch — which is also
+//! how many deliveries it handles at once — and hands every delivery to the
+//! component's `trellis:messaging/handler.handle`. The message is
+//! acknowledged only after the handler said `ack`. `retry` (or a trap, or a
+//! missed deadline) republishes it, confirmed, to the delay queue for its
+//! attempt and then acknowledges the original; after `max_attempts`, or on
+//! `reject`, the message is rejected without requeueing and the broker
+//! dead-letters it. When the connection drops, unacknowledged deliveries go
+//! back to the queue and the consumer starts over on the next session.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use futures::StreamExt as _;
+use lapin::message::Delivery as AmqpDelivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel};
+use sha2::{Digest as _, Sha256};
+use wasmtime::Trap;
+
+use crate::app::{App, AppComponent};
+use crate::broker::topology::{self, ATTEMPT_HEADER, QueueSpec};
+use crate::broker::{Broker, Session};
+use crate::capabilities::messaging::bindings::{Delivery, Disposition, Message};
+
+/// Headers that keep a retried message's original address (the retry hop
+/// goes through the default exchange).
+const EXCHANGE_HEADER: &str = "x-trellis-exchange";
+const ROUTING_KEY_HEADER: &str = "x-trellis-routing-key";
+
+/// One `[[trigger.amqp]]`, resolved.
+#[derive(Debug, Clone)]
+pub struct AmqpConsumer {
+    pub component: String,
+    pub spec: QueueSpec,
+    pub prefetch: u16,
+}
+
+/// Consumes for as long as the app runs, across reconnections.
+pub async fn run(app: Arc<App>, consumer: Arc<AmqpConsumer>, broker: Arc<Broker>) {
+    let queue = consumer.spec.queue.clone();
+    let mut sessions = broker.sessions();
+    let mut last = 0;
+    loop {
+        let session = match sessions
+            .wait_for(|s| s.as_ref().is_some_and(|s| s.generation != last))
+            .await
+        {
+            Ok(session) => session.clone(),
+            Err(_) => return,
+        };
+        let Some(session) = session else { continue };
+        last = session.generation;
+        match consume(&app, &consumer, &session).await {
+            Ok(()) => tracing::info!(%queue, "consumer stopped; resuming on the next connection"),
+            Err(err) => {
+                tracing::error!(%queue, "consumer failed: {err:#}");
+                if session.connection.status().connected() {
+                    // Same connection, so not a broker outage (a queue declared
+                    // with other settings, say): try again later.
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    last = 0;
+                }
+            }
+        }
+    }
+}
+
+async fn consume(app: &Arc<App>, consumer: &Arc<AmqpConsumer>, session: &Session) -> Result<()> {
+    let spec = &consumer.spec;
+    let channel = session.connection.create_channel().await?;
+    topology::declare_queue(&channel, spec).await?;
+    channel
+        .basic_qos(consumer.prefetch, BasicQosOptions::default())
+        .await
+        .context("setting the prefetch")?;
+    // Retries are republished on a channel of their own, in confirm mode.
+    let retries = session.connection.create_channel().await?;
+    retries
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let tag = format!("trellis.{}.{}", app.name, consumer.component);
+    let mut deliveries = channel
+        .basic_consume(
+            spec.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consuming `{}`", spec.queue))?;
+    tracing::info!(queue = %spec.queue, component = %consumer.component, prefetch = consumer.prefetch, "consuming");
+    while let Some(delivery) = deliveries.next().await {
+        let delivery = delivery.context("delivery stream")?;
+        tokio::spawn(handle(
+            app.clone(),
+            consumer.clone(),
+            retries.clone(),
+            delivery,
+        ));
+    }
+    Ok(())
+}
+
+async fn handle(
+    app: Arc<App>,
+    consumer: Arc<AmqpConsumer>,
+    retries: Channel,
+    delivery: AmqpDelivery,
+) {
+    let spec = &consumer.spec;
+    let incoming = to_guest(&delivery, &spec.queue);
+    let attempt = incoming.attempt;
+    let message_id = incoming.message.message_id.clone().unwrap_or_default();
+    let disposition = match app.component(&consumer.component) {
+        Some(component) => call(&app, component, &incoming).await,
+        None => Disposition::Retry,
+    };
+    let outcome = match disposition {
+        Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Disposition::Reject => {
+            tracing::warn!(queue = %spec.queue, %message_id, attempt, "handler rejected the message; dead-lettering it");
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+        }
+        Disposition::Retry if attempt >= spec.max_attempts => {
+            tracing::warn!(queue = %spec.queue, %message_id, attempt, "no attempts left; dead-lettering the message");
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+        }
+        Disposition::Retry => {
+            let delay = spec.retry_delay_after(attempt);
+            let retry_queue = topology::retry_queue(&spec.queue, delay);
+            let properties = retry_properties(&delivery, attempt + 1);
+            match Session::publish_on(&retries, "", &retry_queue, &delivery.data, properties).await
+            {
+                Ok(()) => {
+                    tracing::info!(queue = %spec.queue, %message_id, attempt, delay_ms = delay.as_millis() as u64, "retrying later");
+                    delivery.acker.ack(BasicAckOptions::default()).await
+                }
+                Err(err) => {
+                    // Not parked for later: put it back as it is.
+                    tracing::warn!(queue = %spec.queue, %message_id, "cannot schedule the retry ({err}); requeueing");
+                    delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await
+                }
+            }
+        }
+    };
+    if let Err(err) = outcome {
+        // The channel is gone: the broker redelivers the message.
+        tracing::warn!(queue = %spec.queue, %message_id, "cannot settle the delivery ({err}); it will be redelivered");
+    }
+}
+
+/// Runs the handler in a fresh instance. A trap or a missed deadline is a
+/// `retry`: the message may well be fine and the fault passing.
+async fn call(app: &Arc<App>, component: &Arc<AppComponent>, delivery: &Delivery) -> Disposition {
+    let Some(pre) = component.handler.clone() else {
+        tracing::error!(component = %component.id, "component exports no trellis:messaging/handler");
+        return Disposition::Retry;
+    };
+    let runtime = &app.runtime;
+    // Deliveries wait for capacity as long as it takes: the prefetch already
+    // bounds how many are waiting.
+    let component_permit = match &component.concurrency {
+        Some(limit) => limit.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    let Ok(_slot) = runtime.slots.clone().acquire_owned().await else {
+        return Disposition::Retry;
+    };
+    let _held = component_permit;
+    let deadline = app.deadline(component);
+    let mut store = crate::store::new_store(app, component, deadline);
+    let run = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance
+            .trellis_messaging_handler()
+            .call_handle(&mut store, delivery)
+            .await
+    };
+    match tokio::time::timeout_at(deadline.into(), run).await {
+        Ok(Ok(disposition)) => disposition,
+        Ok(Err(err)) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+            tracing::warn!(component = %component.id, "handler interrupted at its deadline; will retry");
+            Disposition::Retry
+        }
+        Ok(Err(err)) => {
+            tracing::error!(component = %component.id, error = ?err, "handler trapped; will retry");
+            Disposition::Retry
+        }
+        Err(_) => {
+            tracing::warn!(component = %component.id, "handler timed out waiting on I/O; will retry");
+            Disposition::Retry
+        }
+    }
+}
+
+/// What the guest sees: the original exchange and routing key (also after a
+/// retry hop), string headers without the broker's and host's `x-` ones, and
+/// always a message id — for a message published without one, a digest of
+/// its routing key and body, so that it too is stable across redeliveries.
+fn to_guest(delivery: &AmqpDelivery, queue: &str) -> Delivery {
+    let properties = &delivery.properties;
+    let headers = properties.headers().as_ref();
+    let header = |name: &str| {
+        headers
+            .and_then(|h| h.inner().get(name))
+            .and_then(as_string)
+    };
+    let exchange = header(EXCHANGE_HEADER).unwrap_or_else(|| delivery.exchange.to_string());
+    let routing_key =
+        header(ROUTING_KEY_HEADER).unwrap_or_else(|| delivery.routing_key.to_string());
+    let message_id = properties
+        .message_id()
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| {
+            let mut digest = Sha256::new();
+            digest.update(routing_key.as_bytes());
+            digest.update([0]);
+            digest.update(&delivery.data);
+            format!("sha256:{}", hex::encode(digest.finalize()))
+        });
+    let guest_headers = headers
+        .map(|h| {
+            h.inner()
+                .iter()
+                .filter(|(name, _)| !name.as_str().to_ascii_lowercase().starts_with("x-"))
+                .filter_map(|(name, value)| Some((name.to_string(), as_string(value)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Delivery {
+        message: Message {
+            routing_key,
+            body: delivery.data.clone(),
+            content_type: properties.content_type().as_ref().map(ToString::to_string),
+            message_id: Some(message_id),
+            correlation_id: properties
+                .correlation_id()
+                .as_ref()
+                .map(ToString::to_string),
+            headers: guest_headers,
+        },
+        exchange,
+        queue: queue.to_string(),
+        attempt: attempt_of(delivery),
+        redelivered: delivery.redelivered,
+    }
+}
+
+/// The attempt this delivery is: the host's count of retries so far, plus the
+/// broker's count of redeliveries (a host that died mid-delivery, a requeue).
+fn attempt_of(delivery: &AmqpDelivery) -> u32 {
+    let headers = delivery.properties.headers().as_ref();
+    let number = |name: &str| headers.and_then(|h| h.inner().get(name)).and_then(as_u32);
+    let base = number(ATTEMPT_HEADER).unwrap_or(1).max(1);
+    base.saturating_add(number("x-delivery-count").unwrap_or(0))
+}
+
+/// The delivery's properties for its next attempt, with its original address.
+fn retry_properties(delivery: &AmqpDelivery, next_attempt: u32) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(existing) = delivery.properties.headers() {
+        for (name, value) in existing.inner() {
+            // x-death and x-delivery-count belong to the previous hop.
+            let lower = name.as_str().to_ascii_lowercase();
+            if lower == "x-death"
+                || lower.starts_with("x-delivery")
+                || lower.starts_with("x-first-death")
+                || lower.starts_with("x-last-death")
+            {
+                continue;
+            }
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    if !headers.contains_key(EXCHANGE_HEADER) {
+        headers.insert(
+            EXCHANGE_HEADER.into(),
+            AMQPValue::LongString(LongString::from(delivery.exchange.as_str())),
+        );
+        headers.insert(
+            ROUTING_KEY_HEADER.into(),
+            AMQPValue::LongString(LongString::from(delivery.routing_key.as_str())),
+        );
+    }
+    headers.insert(
+        ShortString::from(ATTEMPT_HEADER),
+        AMQPValue::LongLongInt(i64::from(next_attempt)),
+    );
+    delivery
+        .properties
+        .clone()
+        .with_delivery_mode(2)
+        .with_headers(headers)
+}
+
+fn as_string(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        AMQPValue::Boolean(b) => Some(b.to_string()),
+        other => as_i64(other).map(|n| n.to_string()),
+    }
+}
+
+fn as_u32(value: &AMQPValue) -> Option<u32> {
+    as_i64(value).and_then(|n| u32::try_from(n).ok())
+}
+
+fn as_i64(value: &AMQPValue) -> Option<i64> {
+    Some(match value {
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::LongLongInt(n) => *n,
+        _ => return None,
+    })
+}
