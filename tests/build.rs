@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The guest packages, all built by one nested cargo invocation.
-const GUESTS: &[&str] = &["hello", "testbed", "user", "dbtest"];
+const GUESTS: &[&str] = &[
+    "hello", "testbed", "user", "dbtest", "order", "payment", "mqtest",
+];
 
 const TARGET: &str = "wasm32-wasip2";
 

@@ -3,6 +3,7 @@
 //! the API (`email`, then `name`); the first broken rule is reported.
 
 use serde_json::Value;
+use shop_api::fields::{object, text};
 
 /// A user as a client asked to create it: trimmed and within the rules.
 #[derive(Debug, PartialEq, Eq)]
@@ -11,16 +12,15 @@ pub struct NewUser {
     pub name: String,
 }
 
-/// Lengths are in Unicode scalar values (Rust `char`s), not bytes.
+/// Lengths are in Unicode scalar values (Rust `char`s), not bytes; see
+/// `shop_api::fields::text`.
 const EMAIL_LEN: (usize, usize) = (3, 254);
 const NAME_LEN: (usize, usize) = (1, 200);
 
 /// Validates a parsed JSON body; fields other than `email` and `name` are
 /// ignored. The error is the message for the `422`.
 pub fn new_user(body: &Value) -> Result<NewUser, String> {
-    let Value::Object(fields) = body else {
-        return Err("body must be a JSON object".to_owned());
-    };
+    let fields = object(body)?;
     let email = text(fields.get("email"), "email", EMAIL_LEN)?;
     email_shape(email)?;
     let name = text(fields.get("name"), "name", NAME_LEN)?;
@@ -28,31 +28,6 @@ pub fn new_user(body: &Value) -> Result<NewUser, String> {
         email: email.to_owned(),
         name: name.to_owned(),
     })
-}
-
-/// A required text field, trimmed, without U+0000 (Postgres `text` cannot hold
-/// it, and it is never meant), within `min..=max` characters. Only a JSON
-/// string is text: `5` is not, nor is `null`.
-fn text<'a>(
-    value: Option<&'a Value>,
-    field: &str,
-    (min, max): (usize, usize),
-) -> Result<&'a str, String> {
-    let value = match value {
-        None => return Err(format!("{field} is required")),
-        Some(Value::String(value)) => value.trim(),
-        Some(_) => return Err(format!("{field} must be a string")),
-    };
-    if value.contains('\0') {
-        return Err(format!("{field} must not contain U+0000"));
-    }
-    let len = value.chars().count();
-    if !(min..=max).contains(&len) {
-        return Err(format!(
-            "{field} must be {min} to {max} characters long (it is {len} after trimming)"
-        ));
-    }
-    Ok(value)
 }
 
 /// No whitespace anywhere, and exactly one `@` with text on both sides. That

@@ -1,31 +1,8 @@
-//! What a request names: the resource behind its path, and the integers in its
-//! path and query. Everything here is pure, so it is unit-tested natively.
+//! The integers in a request's path and query: the path-id rule
+//! `^[1-9][0-9]*$` within a signed 64-bit integer, which integer query
+//! parameters follow too. Every failure is a `400 bad_request`.
 
-use crate::respond::ApiError;
-
-/// The resources the user service owns. `GET /users/{id}/orders` is the order
-/// service's, routed to it by a more specific route, so it never arrives here.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Route<'a> {
-    /// `/users`
-    Users,
-    /// `/users/{id}`, with the id segment still unparsed: a malformed id is a
-    /// `400`, which the API checks only after the method (`405`).
-    User(&'a str),
-}
-
-/// The route a path (without its query) names, or `None` for a `404`.
-/// One trailing slash is ignored, so `/users/` is `/users` and `/users/7/` is
-/// `/users/7`; an empty id segment (`/users//`) names nothing.
-pub fn parse(path: &str) -> Option<Route<'_>> {
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let rest = path.strip_prefix("/users")?;
-    if rest.is_empty() {
-        return Some(Route::Users);
-    }
-    let id = rest.strip_prefix('/')?;
-    (!id.is_empty() && !id.contains('/')).then_some(Route::User(id))
-}
+use crate::ApiError;
 
 /// A path id: `^[1-9][0-9]*$` within a signed 64-bit integer, else `400`.
 pub fn path_id(text: &str) -> Result<i64, ApiError> {
@@ -53,6 +30,13 @@ pub fn query_int(query: &str, name: &str, min: i64, max: i64) -> Result<Option<i
     }
 }
 
+/// A required query parameter that names a resource by id (`?user_id=7`):
+/// present and following the path-id rule, else `400`.
+pub fn query_id(query: &str, name: &str) -> Result<i64, ApiError> {
+    query_int(query, name, 1, i64::MAX)?
+        .ok_or_else(|| ApiError::BadRequest(format!("the query parameter `{name}` is required")))
+}
+
 /// `^[1-9][0-9]*$` parsed as i64; `None` if it does not match or overflows.
 fn positive_int(text: &str) -> Option<i64> {
     let mut bytes = text.bytes();
@@ -66,7 +50,7 @@ fn positive_int(text: &str) -> Option<i64> {
 
 /// The value of the first `name=value` pair in a query string, decoded. A
 /// parameter without `=` has the empty value (which no integer rule accepts).
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub fn query_param(query: &str, name: &str) -> Option<String> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -105,25 +89,6 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_ignore_one_trailing_slash() {
-        assert_eq!(parse("/users"), Some(Route::Users));
-        assert_eq!(parse("/users/"), Some(Route::Users));
-        assert_eq!(parse("/users/7"), Some(Route::User("7")));
-        assert_eq!(parse("/users/7/"), Some(Route::User("7")));
-        assert_eq!(parse("/users/abc"), Some(Route::User("abc")));
-        for path in [
-            "/",
-            "/usersx",
-            "/users//",
-            "/users/7//",
-            "/users/7/orders",
-            "/user",
-        ] {
-            assert_eq!(parse(path), None, "{path}");
-        }
-    }
 
     #[test]
     fn path_ids_follow_the_rule() {
@@ -175,6 +140,25 @@ mod tests {
             "after=+3",
         ] {
             assert_eq!(after(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn required_query_ids() {
+        let id = |q| query_id(q, "user_id").ok();
+        assert_eq!(id("user_id=7"), Some(7));
+        assert_eq!(id("x=1&user_id=9223372036854775807&y"), Some(i64::MAX));
+        for bad in [
+            "",
+            "user_id",
+            "user_id=",
+            "user_id=0",
+            "user_id=07",
+            "user_id=-7",
+            "user_id=9223372036854775808",
+            "userid=7",
+        ] {
+            assert_eq!(id(bad), None, "{bad}");
         }
     }
 }
