@@ -230,6 +230,11 @@ impl App {
             }
         }
 
+        if let Some(broker) = &broker {
+            let specs: Vec<QueueSpec> = consumers.iter().map(|c| c.spec.clone()).collect();
+            broker.declare(&specs).await;
+        }
+
         let http_client = HttpClient::new()?;
         Ok(Arc::new_cyclic(|this| App {
             name: manifest.application.name.clone(),

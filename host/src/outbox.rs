@@ -32,6 +32,8 @@ use crate::capabilities::messaging::{ComponentMessaging, check_routing_key};
 const CHANNEL: &str = "trellis_outbox";
 /// Rows published per transaction.
 const BATCH: i64 = 256;
+/// How long a notified relay waits for more commits before it drains.
+const COALESCE: Duration = Duration::from_millis(10);
 /// A sweep even without notifications, as a backstop.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -103,9 +105,15 @@ async fn relay(outbox: &Outbox, broker: &Broker) -> Result<()> {
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen(CHANNEL).await?;
     let mut sessions = broker.sessions();
+    let mut declared_on = None;
     loop {
         // Drain: everything committed so far, including before a restart.
         loop {
+            let generation = broker.session().map(|s| s.generation);
+            if generation.is_some() && generation != declared_on {
+                broker.redeclare().await;
+                declared_on = generation;
+            }
             match drain(&pool, outbox, broker).await? {
                 Drained::More => continue,
                 Drained::Empty => break,
@@ -117,11 +125,19 @@ async fn relay(outbox: &Outbox, broker: &Broker) -> Result<()> {
                 }
             }
         }
+        // Notifications that arrived while draining are covered by it.
+        while listener.next_buffered().is_some() {}
         // Sleep until a commit in this schema (or the backstop sweep).
         let deadline = tokio::time::Instant::now() + SWEEP_INTERVAL;
         loop {
             match tokio::time::timeout_at(deadline, listener.recv()).await {
-                Ok(Ok(notification)) if notification.payload() == outbox.schema => break,
+                Ok(Ok(notification)) if notification.payload() == outbox.schema => {
+                    // Under load commits come in streams: let a few more
+                    // land so one batch carries them, rather than one
+                    // transaction per commit.
+                    tokio::time::sleep(COALESCE).await;
+                    break;
+                }
                 Ok(Ok(_)) => continue,
                 Ok(Err(err)) => return Err(err).context("listening for outbox notifications"),
                 Err(_) => break,

@@ -148,6 +148,11 @@ pub struct Broker {
     /// The address with any password masked, for logs and errors.
     pub display: String,
     session: watch::Receiver<Option<Arc<Session>>>,
+    /// The queues of every consumer of every app on this broker: declared on
+    /// each new connection *before* the session is announced, so nothing is
+    /// published (by a relay or a guest) into an exchange whose queues do not
+    /// exist yet — the broker would drop it as unroutable.
+    topology: Arc<Mutex<Vec<topology::QueueSpec>>>,
     supervisor: tokio::task::JoinHandle<()>,
 }
 
@@ -156,12 +161,35 @@ impl Broker {
     pub fn start(url: &str) -> Arc<Self> {
         let shown = redact(url);
         let (tx, rx) = watch::channel(None);
-        let supervisor = tokio::spawn(supervise(url.to_string(), shown.clone(), tx));
+        let topology = Arc::new(Mutex::new(Vec::new()));
+        let supervisor = tokio::spawn(supervise(
+            url.to_string(),
+            shown.clone(),
+            topology.clone(),
+            tx,
+        ));
         Arc::new(Self {
             display: shown,
             session: rx,
+            topology,
             supervisor,
         })
+    }
+
+    /// Adds `specs` to what every new connection declares first, and declares
+    /// them now if connected. A failure is logged: the consumer of the queue
+    /// reports it again, and retries.
+    pub async fn declare(&self, specs: &[topology::QueueSpec]) {
+        {
+            let mut known = self.topology.lock().unwrap_or_else(|e| e.into_inner());
+            for spec in specs {
+                known.retain(|k| k.queue != spec.queue);
+                known.push(spec.clone());
+            }
+        }
+        if let Some(session) = self.session() {
+            declare_all(&session.connection, specs, &self.display).await;
+        }
     }
 
     /// The current session, if connected.
@@ -179,6 +207,21 @@ impl Broker {
 
     pub fn is_connected(&self) -> bool {
         self.session().is_some()
+    }
+
+    /// Declares every known queue again on the current session: for a
+    /// publisher that must not run ahead of the queues (the outbox relay,
+    /// once per session), closing the window between a queue being added and
+    /// a session being announced.
+    pub async fn redeclare(&self) {
+        let specs = self
+            .topology
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(session) = self.session() {
+            declare_all(&session.connection, &specs, &self.display).await;
+        }
     }
 
     /// Publishes `message` persistently; returns once the broker confirmed.
@@ -223,7 +266,33 @@ impl Brokers {
     }
 }
 
-async fn supervise(url: String, shown: String, tx: watch::Sender<Option<Arc<Session>>>) {
+/// Declares `specs` on a channel of their own.
+async fn declare_all(connection: &Connection, specs: &[topology::QueueSpec], shown: &str) {
+    if specs.is_empty() {
+        return;
+    }
+    let channel = match connection.create_channel().await {
+        Ok(channel) => channel,
+        Err(err) => {
+            tracing::warn!(broker = %shown, "cannot open a channel to declare queues: {err}");
+            return;
+        }
+    };
+    for spec in specs {
+        if let Err(err) = topology::declare_queue(&channel, spec).await {
+            tracing::error!(broker = %shown, queue = %spec.queue, "{err:#}");
+            return;
+        }
+    }
+    let _ = channel.close(200, "declared".into()).await;
+}
+
+async fn supervise(
+    url: String,
+    shown: String,
+    topology: Arc<Mutex<Vec<topology::QueueSpec>>>,
+    tx: watch::Sender<Option<Arc<Session>>>,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut generation = 0;
     let mut failures = 0u32;
@@ -253,6 +322,8 @@ async fn supervise(url: String, shown: String, tx: watch::Sender<Option<Arc<Sess
             publisher: tokio::sync::Mutex::new(None),
         });
         let mut events = session.connection.events_listener();
+        let specs = topology.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        declare_all(&session.connection, &specs, &shown).await;
         tx.send_replace(Some(session.clone()));
 
         // Until the connection reports an error or stops being connected

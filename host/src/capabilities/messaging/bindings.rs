@@ -9,6 +9,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::trellis::messaging::handler;
-pub use trellis::messaging::publisher;
-pub use trellis::messaging::types::{Delivery, Disposition, Error, Message};
+pub use self::exports::trellis::messaging::handler;
+pub use self::trellis::messaging::publisher;
+pub use self::trellis::messaging::types::{Delivery, Disposition, Error, Message};

@@ -238,3 +238,35 @@ fn amqp_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn messaging_settings() {
+    let messaging = |m: &str| {
+        with_component(
+            &format!(
+                "[component.c.tool.trellis.messaging]\n{m}\n[component.c.tool.trellis.databases.d]\noutbox = true\n"
+            ),
+            "",
+        )
+    };
+    let manifest = parse_ok(&messaging("publish = [\"order.*\", \"audit.#\"]"));
+    let trellis = &manifest.components["c"].trellis;
+    assert_eq!(trellis.publish, vec!["order.*", "audit.#"]);
+    assert!(trellis.databases["d"].outbox);
+
+    assert_error(
+        &messaging("publish = [\"order.cre*\"]"),
+        "publish",
+        &["`publish` pattern \"order.cre*\"", "must stand alone"],
+    );
+    assert_error(
+        &messaging("publish = [\"order..created\"]"),
+        "publish",
+        &["empty word"],
+    );
+    assert_error(
+        &messaging("subscribe = [\"order.*\"]"),
+        "subscribe",
+        &["subscribe"],
+    );
+}
