@@ -72,6 +72,9 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// A pooled connection idle at least this long is pinged before reuse.
+const PING_IF_IDLE_FOR: Duration = Duration::from_millis(100);
+
 /// Where a pool connects: one per server, database and role.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
@@ -149,8 +152,21 @@ impl Databases {
                     .idle_timeout(Some(Duration::from_secs(30)))
                     .acquire_timeout(self.config.acquire_timeout)
                     // A restarted server leaves dead connections in the pool:
-                    // check each before handing it out.
-                    .test_before_acquire(true)
+                    // check one before handing it out if it sat idle at all
+                    // (under load connections come back within milliseconds,
+                    // and a ping each time would add a round trip per
+                    // request). One in constant use when the server went
+                    // away fails its next statement with a FATAL error and
+                    // is discarded (`query::must_discard_connection`).
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_IF_IDLE_FOR {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_lazy_with(
                         options
                             .clone()
