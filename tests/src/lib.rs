@@ -252,24 +252,7 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub fn new(label: &str) -> Self {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let label: String = label
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .take(24)
-            .collect();
-        let name = format!("trellis_t_{label}_{}_{n}_{nanos}", std::process::id());
+        let name = unique_name("trellis_t", label);
         psql(
             "postgres",
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
@@ -336,4 +319,486 @@ pub fn psql_quiet(database: &str, sql: &str) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
+}
+
+/// `<prefix>_<label>_<pid>_<n>_<nanos>`: unique per test and per run, and a
+/// valid SQL identifier and vhost name (lower-case ASCII, digits, `_`).
+pub fn unique_name(prefix: &str, label: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let label: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(24)
+        .collect();
+    format!("{prefix}_{label}_{}_{n}_{nanos}", std::process::id())
+}
+
+/// A RabbitMQ virtual host of its own for one test, on the local broker
+/// (guest/guest): its exchanges and queues cannot meet another test's.
+/// Deleted, with everything in it, when the value is dropped.
+pub struct TestBroker {
+    pub vhost: String,
+    /// `amqp://guest:guest@127.0.0.1:5672/<vhost>`, for `trellis up --amqp-url`.
+    pub url: String,
+}
+
+impl TestBroker {
+    pub fn new(label: &str) -> Self {
+        let vhost = unique_name("trellis_t", label);
+        rabbitmqctl(&["add_vhost", &vhost]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        Self {
+            url: format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+            vhost,
+        }
+    }
+
+    /// `(name, messages)` of every queue in the vhost, sorted by name.
+    pub fn queues(&self) -> Vec<(String, u64)> {
+        let out = rabbitmqctl(&[
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "-p",
+            &self.vhost,
+            "name",
+            "messages",
+        ]);
+        let mut queues: Vec<(String, u64)> = out
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let name = fields.next()?.to_string();
+                let messages = fields.next()?.parse().ok()?;
+                Some((name, messages))
+            })
+            .collect();
+        queues.sort();
+        queues
+    }
+
+    /// Messages ready in `queue` (0 when it does not exist).
+    pub fn messages(&self, queue: &str) -> u64 {
+        self.queues()
+            .into_iter()
+            .find(|(name, _)| name == queue)
+            .map_or(0, |(_, n)| n)
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.vhost])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Runs `rabbitmqctl args`; its stdout. Panics on failure.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+// ===========================================================================
+// Messaging test helpers (tests/tests/messaging.rs, saga.rs, broker_restart.rs)
+//
+// What the broker shows about a test's vhost beyond `TestBroker::queues`: its
+// consumers, and waiting for them (a message published before its queue is
+// declared and bound matches nothing and is dropped, as AMQP does).
+// ===========================================================================
+
+impl TestBroker {
+    /// Names of the queues of the vhost that have at least one consumer,
+    /// sorted, without repeats.
+    pub fn consumers(&self) -> Vec<String> {
+        let out = rabbitmqctl(&[
+            "list_consumers",
+            "-q",
+            "--no-table-headers",
+            "-p",
+            &self.vhost,
+            "queue_name",
+        ]);
+        let mut queues: Vec<String> = out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        queues.sort();
+        queues.dedup();
+        queues
+    }
+
+    /// Waits up to `limit` until every queue in `queues` has a consumer;
+    /// whether they all do.
+    pub fn wait_for_consumers(&self, queues: &[&str], limit: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            let consumed = self.consumers();
+            if queues.iter().all(|q| consumed.iter().any(|c| c == q)) {
+                return true;
+            }
+            if started.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+// ===========================================================================
+// The whole shop (shared by tests/tests/orders.rs and tests/tests/messaging.rs)
+//
+// `shop_manifest()` turns the root `spin.toml` into a manifest that runs the
+// guests built by `build.rs`; `Shop` runs it with `trellis up` over a fresh
+// database and a fresh RabbitMQ vhost; `Reply` is a response read whole.
+// ===========================================================================
+
+/// The workspace root (the directory of the root `spin.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The root `spin.toml` (the shop), rewritten to run from any directory on the
+/// guests built by `build.rs`:
+///
+/// - `source = "target/wasm32-wasip2/release/<x>.wasm"` becomes the absolute
+///   path of [`guest`]`("<x>")` (panics if that guest was not built);
+/// - a relative `migrations = "<dir>"` becomes `<workspace root>/<dir>`;
+/// - `[component.<id>.build]` tables are dropped (nothing is built here).
+///
+/// Everything else (routes, triggers, variables, tool tables) is kept as it is,
+/// so the tests follow the real manifest. Write it with [`AppDir::new`].
+pub fn shop_manifest() -> String {
+    let root = workspace_root();
+    let path = root.join("spin.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut out = String::with_capacity(text.len() + 1024);
+    let mut in_build_table = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            // `[component.<id>.build]` (not an array of tables `[[...]]`).
+            in_build_table = !trimmed.starts_with("[[")
+                && trimmed.starts_with("[component.")
+                && trimmed
+                    .trim_end_matches(|c: char| c != ']')
+                    .ends_with(".build]");
+        }
+        if in_build_table {
+            continue;
+        }
+        if let Some(value) = toml_string_value(trimmed, "source")
+            && let Some(name) = value
+                .strip_prefix("target/wasm32-wasip2/release/")
+                .and_then(|v| v.strip_suffix(".wasm"))
+        {
+            out.push_str(&format!("source = {}\n", toml_quote(&guest(name))));
+            continue;
+        }
+        if let Some(value) = toml_string_value(trimmed, "migrations")
+            && Path::new(value).is_relative()
+        {
+            let dir = root.join(value);
+            assert!(
+                dir.is_dir(),
+                "migrations directory {} is missing",
+                dir.display()
+            );
+            out.push_str(&format!("migrations = {}\n", toml_quote(&dir)));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The string of a one-line `key = "value"` (no escapes in value), else `None`.
+fn toml_string_value<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = line
+        .strip_prefix(key)?
+        .trim_start()
+        .strip_prefix('=')?
+        .trim();
+    let value = rest.strip_prefix('"')?;
+    let end = value.find('"')?;
+    let (value, after) = value.split_at(end);
+    let after = after[1..].trim();
+    (!value.contains('\\') && (after.is_empty() || after.starts_with('#'))).then_some(value)
+}
+
+/// `path` as a TOML basic string.
+fn toml_quote(path: &Path) -> String {
+    let text = path.display().to_string();
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The shop (root `spin.toml`, see [`shop_manifest`]) run by `trellis up` on
+/// port 0 with `--database-url` its own [`TestDatabase`] and `--amqp-url` its
+/// own [`TestBroker`] vhost. Field order is drop order: the host stops first,
+/// then the database and the vhost are dropped, then the app directory.
+pub struct Shop {
+    pub trellis: Trellis,
+    pub db: TestDatabase,
+    pub broker: TestBroker,
+    app: AppDir,
+    http: reqwest::Client,
+}
+
+impl Shop {
+    /// A fresh database and vhost named after `label`, and the shop over them.
+    pub fn start(label: &str) -> Self {
+        Self::start_with(label, &[])
+    }
+
+    /// Like [`Shop::start`], with more `trellis up` arguments (not
+    /// `--database-url` nor `--amqp-url`, which are given already).
+    pub fn start_with(label: &str, extra_args: &[&str]) -> Self {
+        Self::start_in(TestDatabase::new(label), TestBroker::new(label), extra_args)
+    }
+
+    /// The shop over a database and a vhost the caller prepared (e.g. a vhost
+    /// whose access was revoked with [`TestBroker::revoke_access`], to start
+    /// with the broker unreachable).
+    pub fn start_in(db: TestDatabase, broker: TestBroker, extra_args: &[&str]) -> Self {
+        let app = AppDir::new(&shop_manifest());
+        let mut args = vec![
+            "--database-url",
+            db.url.as_str(),
+            "--amqp-url",
+            broker.url.as_str(),
+            // Tests run several shops at once against one Postgres (100
+            // connections): keep each pool small.
+            "--max-pool-connections",
+            "4",
+        ];
+        args.extend_from_slice(extra_args);
+        let trellis = Trellis::up_with(
+            &app.manifest(),
+            UpOptions {
+                args,
+                ..UpOptions::default()
+            },
+        );
+        Self {
+            trellis,
+            db,
+            broker,
+            app,
+            http: client(),
+        }
+    }
+
+    /// The directory holding the shop's `spin.toml`.
+    pub fn app_dir(&self) -> &Path {
+        self.app.path()
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        self.trellis.url(path)
+    }
+
+    /// The shop's HTTP client (see [`client`]).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `GET path`, read whole.
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::read(self.http.get(self.url(path)).send().await.expect("GET")).await
+    }
+
+    /// `POST path` with `body` as JSON, read whole.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> Reply {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST");
+        Reply::read(response).await
+    }
+}
+
+impl TestBroker {
+    /// Takes away guest's permissions on the vhost: connections to it are
+    /// refused (the broker is "down" for that vhost) until
+    /// [`TestBroker::restore_access`]. Open connections are not closed; see
+    /// [`TestBroker::close_connections`].
+    pub fn revoke_access(&self) {
+        rabbitmqctl(&["clear_permissions", "-p", &self.vhost, "guest"]);
+    }
+
+    /// Gives guest its full permissions on the vhost back.
+    pub fn restore_access(&self) {
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &self.vhost,
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ]);
+    }
+
+    /// Closes every client connection to the vhost (as a broker restart would).
+    pub fn close_connections(&self) {
+        rabbitmqctl(&[
+            "close_all_connections",
+            "-p",
+            &self.vhost,
+            "--limit",
+            "100000",
+            "closed by a trellis test",
+        ]);
+    }
+}
+
+/// A response, read whole; its body must be JSON (everything in api.md is).
+pub struct Reply {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    /// The body exactly as received.
+    pub text: String,
+    /// The body parsed.
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    /// Reads `response` whole; panics if its body is not JSON.
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("response body");
+        let body = serde_json::from_str(&text).unwrap_or_else(|err| {
+            panic!("{status} with a body that is not JSON ({err}): {text:?}")
+        });
+        Self {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the error envelope of api.md with `status` and `code` (and a
+    /// JSON content type); returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> &str {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert_eq!(self.body["error"]["code"], code, "{}", self.text);
+        assert_eq!(
+            self.body.as_object().map(|o| o.len()),
+            Some(1),
+            "{}",
+            self.text
+        );
+        self.body["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {}", self.text))
+    }
+
+    /// Asserts `422 invalid` with a message naming `field`.
+    pub fn assert_invalid(&self, field: &str) {
+        let message = self.assert_error(422, "invalid");
+        assert!(
+            message.contains(field),
+            "the message does not name `{field}`: {message}"
+        );
+    }
+}
+
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (api.md's
+/// times); `None` for anything else (an offset other than `Z`, a missing
+/// part, a lowercase `t`).
+pub fn rfc3339_utc_seconds(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if punctuation.iter().any(|&(i, c)| b.get(i) != Some(&c)) {
+        return None;
+    }
+    let rest = b.get(19..)?;
+    let fraction = match rest {
+        [b'.', digits @ .., b'Z'] => !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+        [b'Z'] => true,
+        _ => false,
+    };
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let valid = fraction
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && hour < 24
+        && minute < 60
+        && second < 61;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    valid.then_some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Asserts `created_at` is RFC 3339 UTC with a `Z` and within 5 minutes of
+/// now (the server and the tests share a clock: a time that is not UTC would
+/// be hours off).
+pub fn assert_recent_utc(created_at: &str) {
+    let created = rfc3339_utc_seconds(created_at)
+        .unwrap_or_else(|| panic!("not RFC 3339 UTC with a Z: {created_at:?}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    assert!(
+        (created - now).abs() < 300,
+        "{created_at} is not now ({now} s since the epoch)"
+    );
 }
