@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The order pipeline under load: the whole shop (root spin.toml) on a fresh
+# database and RabbitMQ vhost.
+#
+# 1. Sustained: wrk POST /orders at 32 connections for DURATION while the
+#    payment pipeline runs (requests/s, p50, p99), then how long the
+#    pipeline took to make every accepted order final after wrk stopped.
+# 2. Burst: 1,000 orders from 32 clients (bench/order-burst), and the time
+#    from the last 201 until all of them are paid or cancelled.
+#
+#   bench/orders.sh
+#   DURATION=30s ORDERS=5000 bench/orders.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+DURATION=${DURATION:-10s}
+ORDERS=${ORDERS:-1000}
+CLIENTS=${CLIENTS:-32}
+PORT=${PORT:-3813}
+DB=${DB:-trellis_bench_orders}
+VHOST=${VHOST:-trellis_bench_orders}
+ADMIN_URL="postgres://postgres@127.0.0.1:5432/$DB"
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+cargo build --release -p trellis -p order-burst
+cargo build --release --target wasm32-wasip2 -p user -p order -p payment -p hello
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
+rabbitmqctl -q add_vhost "$VHOST" >/dev/null
+rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+
+target/release/trellis up -f spin.toml --listen "127.0.0.1:$PORT" \
+  --database-url "$ADMIN_URL" --amqp-url "amqp://guest:guest@127.0.0.1:5672/$VHOST" \
+  --cache-dir "$work/cache" >"$work/trellis.out" 2>"$work/trellis.err" &
+pids+=($!)
+wait_for "http://127.0.0.1:$PORT/health/ready"
+
+curl -fsS -o /dev/null -X POST "http://127.0.0.1:$PORT/users" \
+  --data '{"email":"wrk@example.com","name":"Load"}'
+cat > "$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"user_id":1,"product_name":"load","amount":1500}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+pending() {
+  psql -qtA -h 127.0.0.1 -U postgres -d "$DB" -c \
+    "SELECT count(*) FROM t_shop_order_orders.orders WHERE status = 'pending'"
+}
+# Milliseconds until no order is pending.
+drain_ms() {
+  local start; start=$(date +%s%N)
+  for _ in $(seq 1 6000); do
+    [ "$(pending)" = 0 ] && { echo $(( ($(date +%s%N) - start) / 1000000 )); return; }
+    sleep 0.02
+  done
+  echo "orders still pending after 120 s" >&2; exit 1
+}
+
+wrk -t1 -c"$CLIENTS" -d2s -s "$work/post.lua" "http://127.0.0.1:$PORT/orders" >/dev/null
+drain_ms >/dev/null
+
+echo
+echo "POST /orders, wrk -t1 -c$CLIENTS, $DURATION, payment pipeline running"
+out=$(wrk -t1 -c"$CLIENTS" -d"$DURATION" --latency -s "$work/post.lua" "http://127.0.0.1:$PORT/orders" | parse)
+read -r rps p50 p99 <<<"$out"
+lag=$(drain_ms)
+printf '%-28s %s\n' "accepted requests/s" "$rps   (target >= 1000)" \
+  "p50 / p99" "$p50 / $p99" \
+  "all final after wrk stopped" "${lag} ms"
+paid=$(psql -qtA -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT count(*) FROM t_shop_order_orders.orders WHERE status = 'paid'")
+payments=$(psql -qtA -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT count(*) FROM t_shop_payment_payments.payments")
+printf '%-28s %s\n' "orders paid / payments" "$paid / $payments"
+
+echo
+echo "burst: $ORDERS orders from $CLIENTS clients"
+target/release/order-burst "http://127.0.0.1:$PORT" "$ORDERS" "$CLIENTS"
+echo "(target: all final within 2000 ms of the last 201)"
