@@ -10,6 +10,11 @@
 #
 #   bench/orders.sh
 #   DURATION=30s ORDERS=5000 bench/orders.sh
+#   PGSOCKET= bench/orders.sh     # Postgres over TCP loopback instead of its socket
+#
+# Postgres is reached over its Unix socket when PGSOCKET (default
+# /var/run/postgresql) exists, as a host co-located with its database would:
+# on this machine that is about 20% more orders/s than TCP loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -20,7 +25,12 @@ CLIENTS=${CLIENTS:-32}
 PORT=${PORT:-3813}
 DB=${DB:-trellis_bench_orders}
 VHOST=${VHOST:-trellis_bench_orders}
-ADMIN_URL="postgres://postgres@127.0.0.1:5432/$DB"
+PGSOCKET=${PGSOCKET-/var/run/postgresql}
+if [ -n "$PGSOCKET" ] && [ -S "$PGSOCKET/.s.PGSQL.5432" ]; then
+  ADMIN_URL="postgres://postgres@localhost/$DB?host=$PGSOCKET"
+else
+  ADMIN_URL="postgres://postgres@127.0.0.1:5432/$DB"
+fi
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
@@ -74,6 +84,7 @@ wrk -t1 -c"$CLIENTS" -d2s -s "$work/post.lua" "http://127.0.0.1:$PORT/orders" >/
 drain_ms >/dev/null
 
 echo
+echo "database: $ADMIN_URL"
 echo "POST /orders, wrk -t1 -c$CLIENTS, $DURATION, payment pipeline running"
 out=$(wrk -t1 -c"$CLIENTS" -d"$DURATION" --latency -s "$work/post.lua" "http://127.0.0.1:$PORT/orders" | parse)
 read -r rps p50 p99 <<<"$out"
