@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection as _, Executor as _, PgConnection, PgPool};
+use sqlx::{Connection as _, Executor as _, PgPool};
 
 use crate::broker::{Broker, Outgoing, PublishError};
-use crate::capabilities::database::managed::ManagedDatabase;
+use crate::capabilities::database::managed::{self, ManagedDatabase};
 use crate::capabilities::messaging::{ComponentMessaging, check_routing_key};
 
 /// The channel the outbox trigger notifies; the payload is the schema.
@@ -40,14 +40,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// Creates the outbox table and its notify trigger in `db`'s schema, as its
 /// role. Idempotent; serialised with migrations by the same advisory lock.
 pub async fn create(db: &ManagedDatabase) -> Result<()> {
-    let mut conn = PgConnection::connect_with(&db.options)
-        .await
-        .with_context(|| format!("connecting as `{}` to create the outbox", db.role))?;
+    let mut conn = db.connect("create the outbox").await?;
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trellis:migrate:' || $1))")
-        .bind(&db.schema)
-        .execute(&mut *tx)
-        .await?;
+    managed::lock_schema(&mut tx, &db.schema).await?;
     tx.execute(
         "CREATE TABLE IF NOT EXISTS _trellis_outbox (
              id bigserial PRIMARY KEY,

@@ -73,6 +73,27 @@ pub struct ManagedDatabase {
     pub options: PgConnectOptions,
 }
 
+impl ManagedDatabase {
+    /// A connection of its own as the role, for changes to the schema;
+    /// `purpose` completes "connecting as `<role>` to ...".
+    pub async fn connect(&self, purpose: &str) -> Result<PgConnection> {
+        PgConnection::connect_with(&self.options)
+            .await
+            .with_context(|| format!("connecting as `{}` to {purpose}", self.role))
+    }
+}
+
+/// Holds the schema's change lock until the end of the transaction on
+/// `conn`: migrations and the outbox's creation never run at once, across
+/// hosts too.
+pub async fn lock_schema(conn: &mut PgConnection, schema: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trellis:migrate:' || $1))")
+        .bind(schema)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// The role for `schema` in `database`.
 pub fn role_name(schema: &str, database: &str) -> String {
     let hash = hex::encode(&Sha256::digest(database.as_bytes())[..4]);
@@ -271,14 +292,9 @@ pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>> {
 /// each migration once. Returns how many were applied now. A migration that
 /// changed after it was applied is an error, not silently skipped.
 pub async fn migrate(db: &ManagedDatabase, migrations: &[Migration]) -> Result<usize> {
-    let mut conn = PgConnection::connect_with(&db.options)
-        .await
-        .with_context(|| format!("connecting as `{}` to migrate", db.role))?;
+    let mut conn = db.connect("migrate").await?;
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trellis:migrate:' || $1))")
-        .bind(&db.schema)
-        .execute(&mut *tx)
-        .await?;
+    lock_schema(&mut tx, &db.schema).await?;
     tx.execute(
         "CREATE TABLE IF NOT EXISTS _trellis_migrations (
              version bigint PRIMARY KEY,
