@@ -97,7 +97,7 @@ impl Orders {
     }
 
     /// Creates the order with its `order.created` event.
-    pub fn create(&self, order: &NewOrder, traceparent: Option<&str>) -> Result<Order, ApiError> {
+    pub fn create(&self, order: &NewOrder, traceparent: Option<&str>) -> Result<Order, DbError> {
         create(&self.0, order, traceparent)
     }
 
@@ -178,7 +178,7 @@ impl Orders {
     }
 }
 
-fn create(db: &Db, order: &NewOrder, traceparent: Option<&str>) -> Result<Order, ApiError> {
+fn create(db: &Db, order: &NewOrder, traceparent: Option<&str>) -> Result<Order, DbError> {
     let headers = match traceparent {
         Some(traceparent) => serde_json::json!({ "traceparent": traceparent }),
         None => serde_json::json!({}),
@@ -189,11 +189,7 @@ fn create(db: &Db, order: &NewOrder, traceparent: Option<&str>) -> Result<Order,
         ParameterValue::Int64(order.amount),
         ParameterValue::Jsonb(headers.to_string().into_bytes()),
     ];
-    let rows = db.query_as(CREATE, &params, order_from_row)?;
-    rows.into_iter().next().ok_or_else(|| {
-        eprintln!("order: INSERT ... RETURNING returned no row");
-        ApiError::Internal
-    })
+    db.insert_returning(CREATE, &params, order_from_row)
 }
 
 fn stored(db: &Db, key: &str) -> Result<Option<Stored>, ApiError> {

@@ -39,16 +39,10 @@ use crate::route::Route;
 use crate::users::Lookup;
 
 /// Takes the raw `IncomingRequest`, so the body stays unread until the route
-/// and the method are known to be right (see `shop_api::request`).
+/// and the method are known to be right (see `shop_api::request`). An error
+/// goes out as the API's envelope (`ApiError` is an `IntoResponse`).
 #[http_component]
-async fn handle(req: IncomingRequest) -> Response {
-    match dispatch(req).await {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    }
-}
-
-async fn dispatch(req: IncomingRequest) -> Result<Response, ApiError> {
+async fn handle(req: IncomingRequest) -> Result<Response, ApiError> {
     let (path, query) = path_and_query(&req);
     let Some(route) = route::parse(&path) else {
         return Err(ApiError::NotFound("no such route".to_owned()));

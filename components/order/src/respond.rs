@@ -59,14 +59,7 @@ fn order_json(order: &Order) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn body(response: &Response) -> Value {
-        serde_json::from_slice(response.body()).unwrap()
-    }
-
-    fn header<'a>(response: &'a Response, name: &str) -> &'a str {
-        response.header(name).and_then(|v| v.as_str()).unwrap()
-    }
+    use shop_api::testing::{body, header};
 
     fn tea() -> Order {
         Order {

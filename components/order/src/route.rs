@@ -1,7 +1,7 @@
 //! What a request names: the resource behind its path. Pure, so unit-tested
 //! natively.
 
-use shop_api::route::{Resource, resource, segment};
+use shop_api::route::{Resource, resource, segment, trim_trailing_slash};
 
 /// The resources the order service answers for.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
             Resource::Item(id) => Route::Order(id),
         });
     }
-    let path = path.strip_suffix('/').unwrap_or(path);
+    let path = trim_trailing_slash(path);
     let id = path.strip_prefix("/users/")?.strip_suffix("/orders")?;
     segment(id).then_some(Route::UserOrders(id))
 }

@@ -29,17 +29,11 @@ use spin_sdk::http_component;
 use crate::db::Payments;
 
 /// Takes the raw `IncomingRequest`: no route here reads a body, which stays
-/// unread (see `shop_api::request`).
+/// unread (see `shop_api::request`). An error goes out as the API's envelope
+/// (`ApiError` is an `IntoResponse`).
 #[http_component]
-fn handle(req: IncomingRequest) -> Response {
-    match dispatch(&req) {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    }
-}
-
-fn dispatch(req: &IncomingRequest) -> Result<Response, ApiError> {
-    let (path, query) = path_and_query(req);
+fn handle(req: IncomingRequest) -> Result<Response, ApiError> {
+    let (path, query) = path_and_query(&req);
     let Some(route) = resource(&path, "/payments") else {
         return Err(ApiError::NotFound("no such route".to_owned()));
     };

@@ -31,10 +31,7 @@ fn payment_json(payment: &Payment) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn body(response: &Response) -> Value {
-        serde_json::from_slice(response.body()).unwrap()
-    }
+    use shop_api::testing::body;
 
     #[test]
     fn payments_show_every_field_and_a_null_reason() {

@@ -86,6 +86,21 @@ impl Db {
             })
     }
 
+    /// Runs an `INSERT ... RETURNING` of one row and decodes that row. A
+    /// statement that returned none broke its promise: logged, `Failed`.
+    pub fn insert_returning<T>(
+        &self,
+        sql: &str,
+        params: &[ParameterValue],
+        decode: impl Fn(&[DbValue]) -> Option<T>,
+    ) -> Result<T, DbError> {
+        let rows = self.query_as(sql, params, decode)?;
+        rows.into_iter().next().ok_or_else(|| {
+            eprintln!("{}: INSERT ... RETURNING returned no row", self.service);
+            DbError::Failed
+        })
+    }
+
     pub fn execute(&self, sql: &str, params: &[ParameterValue]) -> Result<u64, DbError> {
         self.conn
             .execute(sql, params)

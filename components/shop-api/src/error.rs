@@ -1,9 +1,11 @@
 //! The API's error envelope `{"error": {"code", "message"}}`, always as
 //! application/json, with the headers some statuses carry (`Allow`,
-//! `Retry-After`).
+//! `Retry-After`). [`ApiError`] is a Spin `IntoResponse`, so a service's
+//! `#[http_component]` returns `Result<Response, ApiError>` and each error
+//! goes out as its envelope.
 
 use serde_json::{Value, json};
-use spin_sdk::http::Response;
+use spin_sdk::http::{IntoResponse, Response};
 
 /// Every way a request can fail, one variant per row of the API's error table
 /// that the services answer themselves.
@@ -44,8 +46,10 @@ impl ApiError {
             ApiError::Internal => 500,
         }
     }
+}
 
-    pub fn into_response(self) -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
         let status = self.status();
         let (code, message) = match self {
             ApiError::BadRequest(message) => ("bad_request", message),
@@ -97,14 +101,7 @@ pub fn json_response(status: u16, body: &Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn body(response: &Response) -> Value {
-        serde_json::from_slice(response.body()).unwrap()
-    }
-
-    fn header<'a>(response: &'a Response, name: &str) -> &'a str {
-        response.header(name).and_then(|v| v.as_str()).unwrap()
-    }
+    use crate::testing::{body, header};
 
     #[test]
     fn errors_use_the_envelope() {

@@ -2,7 +2,8 @@
 //! the rules of `api.md` once:
 //!
 //! - [`error`]: [`ApiError`], one variant per row of the API's error table,
-//!   and the envelope `{"error": {"code", "message"}}` it answers with.
+//!   and the envelope `{"error": {"code", "message"}}` it answers with (it is
+//!   a Spin `IntoResponse`, so an entry point returns `Result<_, ApiError>`).
 //! - [`request`]: the request line split into path and query, headers, and
 //!   the body read as JSON (the `413` and `400` of the order of checks).
 //! - [`route`]: what a path names, a collection or one of its items (the
@@ -11,6 +12,8 @@
 //! - [`fields`]: text and integer fields of a JSON body (the `422`s).
 //! - [`db`]: the managed database behind `db_url`, transactions, and how
 //!   database failures map onto the API (`503` or `500`).
+//! - `testing` (tests only, the `testing` feature): reading a `Response`'s
+//!   JSON body and headers in the services' unit tests.
 //!
 //! Everything but `db` and `request` is pure and unit-tested natively.
 
@@ -20,6 +23,8 @@ pub mod fields;
 pub mod params;
 pub mod request;
 pub mod route;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::{ApiError, json_response};
 

@@ -17,13 +17,19 @@ pub enum Resource<'a> {
 /// `/users/` is `/users` and `/users/7/` is `/users/7`; an empty id segment
 /// (`/users//`) names nothing, nor does anything deeper (`/users/7/orders`).
 pub fn resource<'a>(path: &'a str, collection: &str) -> Option<Resource<'a>> {
-    let path = path.strip_suffix('/').unwrap_or(path);
+    let path = trim_trailing_slash(path);
     let rest = path.strip_prefix(collection)?;
     if rest.is_empty() {
         return Some(Resource::Collection);
     }
     let id = rest.strip_prefix('/')?;
     segment(id).then_some(Resource::Item(id))
+}
+
+/// `path` without one trailing slash, the API's rule for every route
+/// (`/users/` is `/users`, `/users//` is `/users/`).
+pub fn trim_trailing_slash(path: &str) -> &str {
+    path.strip_suffix('/').unwrap_or(path)
 }
 
 /// A single non-empty path segment.

@@ -39,20 +39,15 @@ impl Users {
             ParameterValue::Str(user.email.clone()),
             ParameterValue::Str(user.name.clone()),
         ];
-        let rows = self
-            .0
-            .query_as(&sql, &params, user_from_row)
+        self.0
+            .insert_returning(&sql, &params, user_from_row)
             .map_err(|err| match err {
                 // The only unique key besides the id is `lower(email)`.
                 DbError::UniqueViolation => {
                     ApiError::Conflict(format!("a user with e-mail {:?} exists", user.email))
                 }
                 err => err.into(),
-            })?;
-        rows.into_iter().next().ok_or_else(|| {
-            eprintln!("user: INSERT ... RETURNING returned no row");
-            ApiError::Internal
-        })
+            })
     }
 
     pub fn get(&self, id: i64) -> Result<Option<User>, ApiError> {

@@ -31,16 +31,10 @@ const MAX_LIMIT: i64 = 100;
 const DEFAULT_LIMIT: i64 = 50;
 
 /// Takes the raw `IncomingRequest`, so the body stays unread until the route
-/// and the method are known to be right (see `shop_api::request`).
+/// and the method are known to be right (see `shop_api::request`). An error
+/// goes out as the API's envelope (`ApiError` is an `IntoResponse`).
 #[http_component]
-async fn handle(req: IncomingRequest) -> Response {
-    match dispatch(req).await {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    }
-}
-
-async fn dispatch(req: IncomingRequest) -> Result<Response, ApiError> {
+async fn handle(req: IncomingRequest) -> Result<Response, ApiError> {
     let (path, query) = path_and_query(&req);
     // `GET /users/{id}/orders` is the order service's, routed to it by a
     // more specific route, so it never arrives here (and would be a 404).

@@ -36,14 +36,7 @@ fn user_json(user: &User) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn body(response: &Response) -> Value {
-        serde_json::from_slice(response.body()).unwrap()
-    }
-
-    fn header<'a>(response: &'a Response, name: &str) -> &'a str {
-        response.header(name).and_then(|v| v.as_str()).unwrap()
-    }
+    use shop_api::testing::{body, header};
 
     fn ann() -> User {
         User {
