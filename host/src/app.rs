@@ -261,26 +261,33 @@ impl App {
         self.components.get(id)
     }
 
-    /// Starts the app's AMQP consumers and outbox relays; they stop when the
-    /// returned value is dropped.
+    /// Starts the app's AMQP consumers and outbox relays. They run until
+    /// [`Background::drain`], or until the value is dropped.
     pub fn start_background(self: &Arc<Self>) -> Background {
-        let mut tasks = Vec::new();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let mut consumers = Vec::new();
+        let mut relays = Vec::new();
         if let Some(broker) = &self.broker {
             for consumer in &self.consumers {
-                tasks.push(tokio::spawn(crate::triggers::amqp::run(
+                consumers.push(tokio::spawn(crate::triggers::amqp::run(
                     self.clone(),
                     consumer.clone(),
                     broker.clone(),
+                    stopping.clone(),
                 )));
             }
             for outbox in &self.outboxes {
-                tasks.push(tokio::spawn(crate::outbox::run(
+                relays.push(tokio::spawn(crate::outbox::run(
                     outbox.clone(),
                     broker.clone(),
                 )));
             }
         }
-        Background { tasks }
+        Background {
+            stop,
+            consumers,
+            relays,
+        }
     }
 
     /// The deadline of a request to `component` starting now.
@@ -289,14 +296,38 @@ impl App {
     }
 }
 
-/// An app's background tasks (consumers, relays); aborted on drop.
+/// An app's background tasks: consumers and outbox relays. Aborted on drop;
+/// [`Background::drain`] stops them gracefully.
 pub struct Background {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    consumers: Vec<tokio::task::JoinHandle<()>>,
+    relays: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Tells every consumer to stop taking deliveries (it cancels its
+    /// subscription, so the broker sends no more) and waits, at most `limit`,
+    /// for the deliveries in hand to be handled and settled. Whatever is
+    /// still unsettled then is redelivered by the broker once the connection
+    /// closes. Relays stop at once: a batch cut short is published again.
+    pub async fn drain(mut self, limit: Duration) {
+        let _ = self.stop.send(true);
+        let consumers = std::mem::take(&mut self.consumers);
+        let pending = consumers.len();
+        let mut all = futures::future::join_all(consumers);
+        if tokio::time::timeout(limit, &mut all).await.is_err() {
+            tracing::warn!(
+                consumers = pending,
+                "deliveries still in progress after {} s; the broker will redeliver them",
+                limit.as_secs_f32()
+            );
+        }
+    }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.consumers.iter().chain(&self.relays) {
             task.abort();
         }
     }

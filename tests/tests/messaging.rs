@@ -4,7 +4,8 @@
 //! and its own RabbitMQ vhost. The tests check what the design promises: the
 //! message as delivered, each disposition (`ack`, `retry`, `reject`, a trap),
 //! dead-lettering after `max_attempts`, publish permissions, start-up
-//! refusals, and `prefetch` bounding how many deliveries run at once.
+//! refusals, `prefetch` bounding how many deliveries run at once, and SIGTERM
+//! letting the deliveries in hand finish.
 
 use std::time::{Duration, Instant};
 
@@ -298,6 +299,37 @@ async fn a_message_without_id_gets_one() {
         !id.is_empty(),
         "no message id on the delivery: {:#}",
         rows[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_deliveries_in_hand_finish() {
+    let mut mq = Mq::start("mq_drain", "");
+    mq.publish_json("work.slow", &json!({"sleep_ms": 1500}))
+        .await;
+    // The row is written as the handler starts: it is now mid-delivery.
+    mq.wait_rows(1).await;
+
+    mq.trellis.signal(libc::SIGTERM);
+    let status = mq
+        .trellis
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("still running 20 s after SIGTERM\n{}", mq.trellis.logs()));
+    assert!(status.success(), "{status}\n{}", mq.trellis.logs());
+    assert!(
+        mq.trellis.logs().contains("consumer drained and stopped"),
+        "{}",
+        mq.trellis.logs()
+    );
+    // Acked before the host went: nothing is left for the broker to
+    // redeliver (an unsettled delivery would be back in the queue).
+    assert_eq!(mq.broker.messages(QUEUE), 0, "{:?}", mq.broker.queues());
+    assert_eq!(
+        psql(
+            &mq.db.name,
+            &format!("SELECT count(*) FROM {SCHEMA}.deliveries")
+        ),
+        "1"
     );
 }
 

@@ -150,9 +150,26 @@ impl UpArgs {
         for (route, component) in app.router.routes() {
             println!("  {component}: http://{addr}{route}");
         }
-        // Consumers and outbox relays run for as long as the app is served.
-        let _background = app.start_background();
-        crate::triggers::http::serve(listener, app, shutdown_signal()).await
+        // Consumers and outbox relays run for as long as the app is served;
+        // on SIGINT/SIGTERM both HTTP and the consumers drain, each within
+        // the shutdown timeout.
+        let background = app.start_background();
+        let limit = app.runtime.config.shutdown_timeout;
+        let (signalled, mut stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = signalled.send(true);
+        });
+        let mut http_stopping = stopping.clone();
+        let http = crate::triggers::http::serve(listener, app, async move {
+            let _ = http_stopping.wait_for(|stop| *stop).await;
+        });
+        let consumers = async {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            background.drain(limit).await;
+        };
+        let (served, ()) = tokio::join!(http, consumers);
+        served
     }
 }
 

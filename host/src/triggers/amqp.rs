@@ -17,12 +17,14 @@ use anyhow::{Context as _, Result};
 use futures::StreamExt as _;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use wasmtime::Trap;
 
 use crate::app::{App, AppComponent};
@@ -43,22 +45,32 @@ pub struct AmqpConsumer {
     pub prefetch: u16,
 }
 
-/// Consumes for as long as the app runs, across reconnections.
-pub async fn run(app: Arc<App>, consumer: Arc<AmqpConsumer>, broker: Arc<Broker>) {
+/// Consumes across reconnections until `stopping` turns true; then drains
+/// (see [`consume`]) and returns.
+pub async fn run(
+    app: Arc<App>,
+    consumer: Arc<AmqpConsumer>,
+    broker: Arc<Broker>,
+    mut stopping: watch::Receiver<bool>,
+) {
     let queue = consumer.spec.queue.clone();
     let mut sessions = broker.sessions();
     let mut last = 0;
     loop {
-        let session = match sessions
-            .wait_for(|s| s.as_ref().is_some_and(|s| s.generation != last))
-            .await
-        {
-            Ok(session) => session.clone(),
-            Err(_) => return,
+        let session = tokio::select! {
+            session = sessions.wait_for(|s| s.as_ref().is_some_and(|s| s.generation != last)) => match session {
+                Ok(session) => session.clone(),
+                Err(_) => return,
+            },
+            () = stopped(&mut stopping) => return,
         };
         let Some(session) = session else { continue };
         last = session.generation;
-        match consume(&app, &consumer, &session).await {
+        match consume(&app, &consumer, &session, &mut stopping).await {
+            Ok(()) if *stopping.borrow() => {
+                tracing::info!(%queue, "consumer drained and stopped");
+                return;
+            }
             Ok(()) => tracing::info!(%queue, "consumer stopped; resuming on the next connection"),
             Err(err) => {
                 tracing::error!(%queue, "consumer failed: {err:#}");
@@ -73,7 +85,15 @@ pub async fn run(app: Arc<App>, consumer: Arc<AmqpConsumer>, broker: Arc<Broker>
     }
 }
 
-async fn consume(app: &Arc<App>, consumer: &Arc<AmqpConsumer>, session: &Session) -> Result<()> {
+/// One subscription on one connection, until the connection goes or
+/// `stopping` turns true. To stop, it cancels the subscription (the broker
+/// sends no more), then waits for the deliveries in hand to be settled.
+async fn consume(
+    app: &Arc<App>,
+    consumer: &Arc<AmqpConsumer>,
+    session: &Session,
+    stopping: &mut watch::Receiver<bool>,
+) -> Result<()> {
     let spec = &consumer.spec;
     let channel = session.connection.create_channel().await?;
     topology::declare_queue(&channel, spec).await?;
@@ -97,16 +117,43 @@ async fn consume(app: &Arc<App>, consumer: &Arc<AmqpConsumer>, session: &Session
         .await
         .with_context(|| format!("consuming `{}`", spec.queue))?;
     tracing::info!(queue = %spec.queue, component = %consumer.component, prefetch = consumer.prefetch, "consuming");
-    while let Some(delivery) = deliveries.next().await {
-        let delivery = delivery.context("delivery stream")?;
-        tokio::spawn(handle(
-            app.clone(),
-            consumer.clone(),
-            retries.clone(),
-            delivery,
-        ));
+    let mut in_hand = JoinSet::new();
+    loop {
+        tokio::select! {
+            delivery = deliveries.next() => match delivery {
+                Some(delivery) => {
+                    let delivery = delivery.context("delivery stream")?;
+                    in_hand.spawn(handle(
+                        app.clone(),
+                        consumer.clone(),
+                        retries.clone(),
+                        delivery,
+                    ));
+                }
+                None => break,
+            },
+            Some(_) = in_hand.join_next(), if !in_hand.is_empty() => {}
+            () = stopped(stopping) => {
+                if let Err(err) = channel
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await
+                {
+                    tracing::warn!(queue = %spec.queue, "cannot cancel the subscription: {err}");
+                }
+                tracing::info!(queue = %spec.queue, in_hand = in_hand.len(), "draining");
+                break;
+            }
+        }
     }
+    // Handled to the end whether the connection is gone or we are stopping:
+    // a delivery that can no longer be settled is redelivered.
+    while in_hand.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Completes once `stopping` is true (or its sender is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 async fn handle(
