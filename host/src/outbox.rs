@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection as _, Executor as _, PgPool};
+use sqlx::{ConnectOptions as _, Connection as _, Executor as _, PgConnection};
 
 use crate::broker::{Broker, Outgoing, PublishError};
 use crate::capabilities::database::managed::{self, ManagedDatabase};
@@ -92,12 +92,16 @@ pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>) {
 }
 
 async fn relay(outbox: &Outbox, broker: &Broker) -> Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(outbox.options.clone())
+    // One connection drains, one listens (a pool of one, as PgListener wants).
+    let mut conn = outbox
+        .options
+        .connect()
         .await
         .context("connecting to the outbox's database")?;
-    let mut listener = PgListener::connect_with(&pool).await?;
+    let listening = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(outbox.options.clone());
+    let mut listener = PgListener::connect_with(&listening).await?;
     listener.listen(CHANNEL).await?;
     let mut sessions = broker.sessions();
     let mut declared_on = None;
@@ -109,7 +113,7 @@ async fn relay(outbox: &Outbox, broker: &Broker) -> Result<()> {
                 broker.redeclare().await;
                 declared_on = generation;
             }
-            match drain(&pool, outbox, broker).await? {
+            match drain(&mut conn, outbox, broker).await? {
                 Drained::More => continue,
                 Drained::Empty => break,
                 Drained::BrokerDown => {
@@ -160,8 +164,8 @@ type Row = (
 
 /// Publishes one batch and deletes what the broker confirmed, in one
 /// transaction.
-async fn drain(pool: &PgPool, outbox: &Outbox, broker: &Broker) -> Result<Drained> {
-    let mut tx = pool.begin().await?;
+async fn drain(conn: &mut PgConnection, outbox: &Outbox, broker: &Broker) -> Result<Drained> {
+    let mut tx = conn.begin().await?;
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, routing_key, body, content_type, message_id, correlation_id, headers
          FROM _trellis_outbox WHERE error IS NULL

@@ -13,16 +13,16 @@
 pub mod bindings;
 pub mod convert;
 pub mod managed;
+pub mod pool;
 pub mod query;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Executor as _, Postgres};
+use sqlx::Executor as _;
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
@@ -72,8 +72,8 @@ impl Default for DatabaseConfig {
     }
 }
 
-/// A pooled connection idle at least this long is pinged before reuse.
-const PING_IF_IDLE_FOR: Duration = Duration::from_millis(100);
+/// Idle pooled connections are closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a pool connects: one per server, database and role.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -99,7 +99,7 @@ impl PoolKey {
 pub struct Databases {
     pub config: DatabaseConfig,
     pub admin: PgConnectOptions,
-    pools: Mutex<HashMap<PoolKey, PgPool>>,
+    pools: Mutex<HashMap<PoolKey, Arc<pool::Pool>>>,
     open_connections: Arc<Semaphore>,
     limits: Limits,
 }
@@ -110,7 +110,7 @@ impl Databases {
             .admin_url
             .parse()
             .context("--database-url is not a valid postgres:// URL")?;
-        Ok(Arc::new(Self {
+        let this = Arc::new(Self {
             admin,
             pools: Mutex::new(HashMap::new()),
             open_connections: Arc::new(Semaphore::new(config.max_connections as usize)),
@@ -123,7 +123,9 @@ impl Databases {
                 statement_timeout: config.statement_timeout + Duration::from_secs(1),
             },
             config,
-        }))
+        });
+        Self::start_reaper(&this);
+        Ok(this)
     }
 
     /// The secret managed roles' passwords derive from.
@@ -135,53 +137,68 @@ impl Databases {
     }
 
     /// The pool for `options`, created (without connecting) on first use.
-    fn pool(&self, options: &PgConnectOptions) -> PgPool {
+    fn pool(&self, options: &PgConnectOptions) -> Arc<pool::Pool> {
         let key = PoolKey::of(options);
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools
             .entry(key)
             .or_insert_with(|| {
                 let timeout_ms = self.config.statement_timeout.as_millis().to_string();
-                PgPoolOptions::new()
-                    .max_connections(
-                        self.config
-                            .max_pool_connections
-                            .min(self.config.max_connections),
-                    )
-                    .min_connections(0)
-                    .idle_timeout(Some(Duration::from_secs(30)))
-                    .acquire_timeout(self.config.acquire_timeout)
-                    // A restarted server leaves dead connections in the pool:
-                    // check one before handing it out if it sat idle at all
-                    // (under load connections come back within milliseconds,
-                    // and a ping each time would add a round trip per
-                    // request). One in constant use when the server went
-                    // away fails its next statement with a FATAL error and
-                    // is discarded (`query::must_discard_connection`).
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for >= PING_IF_IDLE_FOR {
-                                sqlx::Connection::ping(conn).await?;
-                            }
-                            Ok(true)
-                        })
-                    })
-                    .connect_lazy_with(
-                        options
-                            .clone()
-                            .options([("statement_timeout", timeout_ms.as_str())]),
-                    )
+                pool::Pool::new(
+                    options
+                        .clone()
+                        .options([("statement_timeout", timeout_ms.as_str())]),
+                    self.config
+                        .max_pool_connections
+                        .min(self.config.max_connections),
+                    IDLE_TIMEOUT,
+                )
             })
             .clone()
     }
 
+    /// Closes idle connections past their time, every few seconds, for as
+    /// long as `this` lives (needs a Tokio runtime; without one, idle
+    /// connections are still closed when their pool is next used).
+    fn start_reaper(this: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(this);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { return };
+                let pools: Vec<_> = this
+                    .pools
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .cloned()
+                    .collect();
+                for pool in pools {
+                    pool.reap();
+                }
+            }
+        });
+    }
+
     /// Whether the server answers (for `/health/ready`).
     pub async fn ready(&self) -> bool {
-        let pool = self.pool(&self.admin);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let check = async {
+            let pool = self.pool(&self.admin);
+            let mut conn = pool.acquire(deadline).await.ok()?;
+            let ok = conn.execute("SELECT 1").await.is_ok();
+            if ok {
+                pool.release(conn);
+            }
+            Some(ok)
+        };
         matches!(
-            tokio::time::timeout(Duration::from_secs(1), pool.execute("SELECT 1")).await,
-            Ok(Ok(_))
+            tokio::time::timeout_at(deadline.into(), check).await,
+            Ok(Some(true))
         )
     }
 }
@@ -247,7 +264,8 @@ impl ComponentDatabases {
 
 /// The host side of a guest's `connection` resource.
 pub struct Connection {
-    conn: Option<PoolConnection<Postgres>>,
+    conn: Option<pool::Pooled>,
+    pool: Arc<pool::Pool>,
     _permit: OwnedSemaphorePermit,
     limits: Limits,
     /// A `BEGIN`/`START` ran without a later `COMMIT`/`ROLLBACK`.
@@ -283,25 +301,25 @@ impl Drop for Connection {
             return;
         };
         if self.broken {
-            conn.close_on_drop();
-            return;
+            return; // dropped: closed
         }
         if !self.transaction_open && !self.session_dirty {
-            return; // back to the pool as it is
+            self.pool.release(conn); // back to the pool as it is
+            return;
         }
         // Clean up before anyone else gets this connection: roll back an open
         // transaction, reset what the guest SET. If that fails, the
         // connection is closed instead of returned.
         let (rollback, reset) = (self.transaction_open, self.session_dirty);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            conn.close_on_drop();
             return;
         };
+        let pool = self.pool.clone();
         runtime.spawn(async move {
             let rolled_back = !rollback || conn.execute("ROLLBACK").await.is_ok();
             let reset = !reset || conn.execute("RESET ALL").await.is_ok();
-            if !(rolled_back && reset) {
-                conn.close_on_drop();
+            if rolled_back && reset {
+                pool.release(conn);
             }
         });
     }
@@ -358,12 +376,15 @@ impl bindings::HostConnection for DatabaseView<'_> {
                 )));
             }
         };
-        let conn = match databases.pool(&options).acquire().await {
+        let pool = databases.pool(&options);
+        let deadline = Instant::now() + databases.config.acquire_timeout;
+        let conn = match pool.acquire(deadline).await {
             Ok(conn) => conn,
             Err(err) => return Ok(Err(query::map_error(err))),
         };
         let connection = Connection {
             conn: Some(conn),
+            pool,
             _permit: permit,
             limits: databases.limits.clone(),
             transaction_open: false,
@@ -380,16 +401,19 @@ impl bindings::HostConnection for DatabaseView<'_> {
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, Error>> {
         let connection = self.table.get_mut(&this)?;
+        let limits = connection.limits.clone();
+        // Until the statement completes the connection counts as broken: a
+        // guest cut off mid-statement (its deadline) leaves it with a reply
+        // still to come, so it is closed rather than reused.
+        let was_broken = std::mem::replace(&mut connection.broken, true);
         let Some(conn) = connection.conn.as_mut() else {
             return Ok(Err(Error::ConnectionFailed(
                 "the connection is closed".into(),
             )));
         };
-        let limits = connection.limits.clone();
         let result = query::query(conn, &statement, params, &limits).await;
-        if matches!(&result, Err(err) if query::must_discard_connection(err)) {
-            connection.broken = true;
-        }
+        connection.broken =
+            was_broken || matches!(&result, Err(err) if query::must_discard_connection(err));
         connection.track(&statement, result.is_ok());
         Ok(result)
     }
@@ -401,16 +425,19 @@ impl bindings::HostConnection for DatabaseView<'_> {
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, Error>> {
         let connection = self.table.get_mut(&this)?;
+        let limits = connection.limits.clone();
+        // Until the statement completes the connection counts as broken: a
+        // guest cut off mid-statement (its deadline) leaves it with a reply
+        // still to come, so it is closed rather than reused.
+        let was_broken = std::mem::replace(&mut connection.broken, true);
         let Some(conn) = connection.conn.as_mut() else {
             return Ok(Err(Error::ConnectionFailed(
                 "the connection is closed".into(),
             )));
         };
-        let limits = connection.limits.clone();
         let result = query::execute(conn, &statement, params, &limits).await;
-        if matches!(&result, Err(err) if query::must_discard_connection(err)) {
-            connection.broken = true;
-        }
+        connection.broken =
+            was_broken || matches!(&result, Err(err) if query::must_discard_connection(err));
         connection.track(&statement, result.is_ok());
         Ok(result)
     }
