@@ -10,11 +10,10 @@
 #
 #   bench/orders.sh
 #   DURATION=30s ORDERS=5000 bench/orders.sh
-#   PGSOCKET= bench/orders.sh     # Postgres over TCP loopback instead of its socket
+#   PGSOCKET=/var/run/postgresql bench/orders.sh   # Postgres over its Unix socket
 #
-# Postgres is reached over its Unix socket when PGSOCKET (default
-# /var/run/postgresql) exists, as a host co-located with its database would:
-# on this machine that is about 20% more orders/s than TCP loopback.
+# Postgres is reached over TCP loopback, as `trellis up` does by default, or
+# over its Unix socket when PGSOCKET names the socket's directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -25,7 +24,7 @@ CLIENTS=${CLIENTS:-32}
 PORT=${PORT:-3813}
 DB=${DB:-trellis_bench_orders}
 VHOST=${VHOST:-trellis_bench_orders}
-PGSOCKET=${PGSOCKET-/var/run/postgresql}
+PGSOCKET=${PGSOCKET:-}
 if [ -n "$PGSOCKET" ] && [ -S "$PGSOCKET/.s.PGSQL.5432" ]; then
   ADMIN_URL="postgres://postgres@localhost/$DB?host=$PGSOCKET"
 else
