@@ -34,6 +34,9 @@ const CHANNEL: &str = "trellis_outbox";
 const BATCH: i64 = 256;
 /// How long a notified relay waits for more commits before it drains.
 const COALESCE: Duration = Duration::from_millis(10);
+/// The relay's restart delay after a failure: first, and at most.
+const RESTART_MIN: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(5);
 /// A sweep even without notifications, as a backstop.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -83,10 +86,24 @@ pub struct Outbox {
 
 /// Relays `outbox` for as long as the app runs.
 pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>) {
+    // While the database is away the relay retries ever less often (1 s
+    // doubling to 5 s), so an outage does not flood the log, and resumes
+    // within seconds of the database coming back.
+    let mut backoff = RESTART_MIN;
     loop {
+        let started = tokio::time::Instant::now();
         if let Err(err) = relay(&outbox, &broker).await {
-            tracing::warn!(component = %outbox.component, schema = %outbox.schema, "outbox relay: {err:#}; restarting in 1 s");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            if started.elapsed() > RESTART_MAX * 2 {
+                backoff = RESTART_MIN;
+            }
+            tracing::warn!(
+                component = %outbox.component,
+                schema = %outbox.schema,
+                "outbox relay: {err:#}; restarting in {} s",
+                backoff.as_secs()
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RESTART_MAX);
         }
     }
 }
