@@ -5,7 +5,9 @@
 //! message as delivered, each disposition (`ack`, `retry`, `reject`, a trap),
 //! dead-lettering after `max_attempts`, publish permissions, start-up
 //! refusals, `prefetch` bounding how many deliveries run at once, and SIGTERM
-//! letting the deliveries in hand finish.
+//! letting the deliveries in hand finish, and the outbox relay (rows committed
+//! to `_trellis_outbox` are published; a routing key the component may not
+//! publish is kept and marked).
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +65,7 @@ allowed_outbound_hosts = []
 db_url = "postgres://trellis.internal/mq"
 [component.mqtest.tool.trellis.databases.mq]
 migrations = {migrations:?}
+outbox = true
 [component.mqtest.tool.trellis.messaging]
 publish = ["work.*"]
 "#,
@@ -287,6 +290,62 @@ async fn a_published_message_is_delivered_whole_and_acked() {
     tokio::time::sleep(RETRY_DELAY * 4).await;
     assert_eq!(mq.deliveries().await.len(), 1);
     assert_eq!(mq.broker.messages(DEAD_LETTER), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_relays_committed_rows_and_keeps_forbidden_ones() {
+    let mq = Mq::start("mq_outbox", "");
+    // Committed straight into the component's outbox, as its own
+    // transaction would: one row it may publish, one it may not.
+    psql(
+        &mq.db.name,
+        &format!(
+            "INSERT INTO {SCHEMA}._trellis_outbox \
+               (routing_key, body, content_type, message_id, correlation_id, headers) VALUES \
+             ('work.outboxed', convert_to('{{\"n\": 1}}', 'UTF8'), 'application/json', \
+              'outbox-1', 'corr-7', '{{\"traceparent\": \"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}}'), \
+             ('other.forbidden', convert_to('x', 'UTF8'), NULL, 'outbox-2', NULL, '{{}}')"
+        ),
+    );
+
+    let rows = mq.wait_rows(1).await;
+    let row = &rows[0];
+    assert_eq!(row["routing_key"], "work.outboxed", "{row:#}");
+    assert_eq!(row["message_id"], "outbox-1", "{row:#}");
+    assert_eq!(row["correlation_id"], "corr-7", "{row:#}");
+    assert_eq!(row["content_type"], "application/json", "{row:#}");
+    assert_eq!(
+        header(row, "traceparent"),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        "{row:#}"
+    );
+    assert_eq!(body(row), json!({"n": 1}), "{row:#}");
+
+    // The published row is gone; the forbidden one stays, marked, unsent.
+    let started = Instant::now();
+    let left = loop {
+        let left = psql(
+            &mq.db.name,
+            &format!(
+                "SELECT routing_key || ' ' || coalesce(error, '-') FROM {SCHEMA}._trellis_outbox"
+            ),
+        );
+        if left.starts_with("other.forbidden ") && !left.ends_with(" -") {
+            break left;
+        }
+        assert!(
+            started.elapsed() < SETTLE,
+            "outbox still holds: {left}\n{}",
+            mq.trellis.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        left.contains("not covered by the component's `publish` patterns"),
+        "{left}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mq.deliveries().await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
