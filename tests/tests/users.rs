@@ -3,11 +3,12 @@
 //! serving the `user` component over its own, fresh Postgres database.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use trellis_tests::{AppDir, TestDatabase, Trellis, UpOptions, client};
+use trellis_tests::{
+    AppDir, TestDatabase, Trellis, UpOptions, assert_recent_utc, client, rfc3339_utc_seconds,
+};
 
 /// The body limit of the API (and the host's default).
 const LIMIT: usize = 1 << 20;
@@ -185,57 +186,7 @@ fn assert_user(user: &Value, email: &str, name: &str) {
     assert_eq!(user["email"], email, "{user}");
     assert_eq!(user["name"], name, "{user}");
     let created_at = user["created_at"].as_str().expect("created_at is a string");
-    let created = rfc3339_utc_seconds(created_at)
-        .unwrap_or_else(|| panic!("created_at is not RFC 3339 UTC with a Z: {created_at}"));
-    // The database and the tests share a clock (127.0.0.1): a time that is
-    // not UTC would be hours off.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
-    assert!(
-        (created - now).abs() < 300,
-        "created_at {created_at} is not now ({now} s since the epoch)"
-    );
-}
-
-/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.fraction]Z`; `None` for
-/// anything else (an offset other than `Z`, a missing part, a lowercase `t`).
-fn rfc3339_utc_seconds(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(range)?;
-        if !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
-    if punctuation.iter().any(|&(i, c)| b.get(i) != Some(&c)) {
-        return None;
-    }
-    let rest = b.get(19..)?;
-    let fraction = match rest {
-        [b'.', digits @ .., b'Z'] => !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
-        [b'Z'] => true,
-        _ => false,
-    };
-    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    let valid = fraction
-        && (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && hour < 24
-        && minute < 60
-        && second < 61;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    valid.then_some(days * 86_400 + hour * 3600 + minute * 60 + second)
+    assert_recent_utc(created_at);
 }
 
 #[test]

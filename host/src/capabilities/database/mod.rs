@@ -273,11 +273,33 @@ pub struct Connection {
     /// A statement may have changed session state (`SET`, `set_config`, ...)
     /// that the next request on this pooled connection must not inherit.
     session_dirty: bool,
-    /// A statement was abandoned mid-flight: the connection is not reusable.
+    /// A statement failed in a way that leaves the connection unusable (a
+    /// FATAL error, a host-side timeout): it is closed, not returned.
     broken: bool,
 }
 
 impl Connection {
+    /// Runs one statement and keeps the connection's state. The connection
+    /// is moved into the statement's future while it runs: a guest cut off
+    /// mid-statement (at its deadline) drops it there, closed, rather than
+    /// leaving a connection with a reply still to come for the next user.
+    async fn run<T, F, Fut>(&mut self, statement: &str, run: F) -> Result<T, Error>
+    where
+        F: FnOnce(pool::Pooled, Limits) -> Fut,
+        Fut: std::future::Future<Output = (pool::Pooled, Result<T, Error>)>,
+    {
+        let Some(conn) = self.conn.take() else {
+            return Err(Error::ConnectionFailed("the connection is closed".into()));
+        };
+        let (conn, result) = run(conn, self.limits.clone()).await;
+        self.conn = Some(conn);
+        if matches!(&result, Err(err) if query::must_discard_connection(err)) {
+            self.broken = true;
+        }
+        self.track(statement, result.is_ok());
+        result
+    }
+
     fn track(&mut self, statement: &str, succeeded: bool) {
         let keyword = first_keyword(statement);
         match keyword.as_str() {
@@ -401,21 +423,13 @@ impl bindings::HostConnection for DatabaseView<'_> {
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, Error>> {
         let connection = self.table.get_mut(&this)?;
-        let limits = connection.limits.clone();
-        // Until the statement completes the connection counts as broken: a
-        // guest cut off mid-statement (its deadline) leaves it with a reply
-        // still to come, so it is closed rather than reused.
-        let was_broken = std::mem::replace(&mut connection.broken, true);
-        let Some(conn) = connection.conn.as_mut() else {
-            return Ok(Err(Error::ConnectionFailed(
-                "the connection is closed".into(),
-            )));
-        };
-        let result = query::query(conn, &statement, params, &limits).await;
-        connection.broken =
-            was_broken || matches!(&result, Err(err) if query::must_discard_connection(err));
-        connection.track(&statement, result.is_ok());
-        Ok(result)
+        let sql = statement.as_str();
+        Ok(connection
+            .run(sql, |mut conn, limits| async move {
+                let result = query::query(&mut conn, sql, params, &limits).await;
+                (conn, result)
+            })
+            .await)
     }
 
     async fn execute(
@@ -425,21 +439,13 @@ impl bindings::HostConnection for DatabaseView<'_> {
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, Error>> {
         let connection = self.table.get_mut(&this)?;
-        let limits = connection.limits.clone();
-        // Until the statement completes the connection counts as broken: a
-        // guest cut off mid-statement (its deadline) leaves it with a reply
-        // still to come, so it is closed rather than reused.
-        let was_broken = std::mem::replace(&mut connection.broken, true);
-        let Some(conn) = connection.conn.as_mut() else {
-            return Ok(Err(Error::ConnectionFailed(
-                "the connection is closed".into(),
-            )));
-        };
-        let result = query::execute(conn, &statement, params, &limits).await;
-        connection.broken =
-            was_broken || matches!(&result, Err(err) if query::must_discard_connection(err));
-        connection.track(&statement, result.is_ok());
-        Ok(result)
+        let sql = statement.as_str();
+        Ok(connection
+            .run(sql, |mut conn, limits| async move {
+                let result = query::execute(&mut conn, sql, params, &limits).await;
+                (conn, result)
+            })
+            .await)
     }
 
     async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
