@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 use trellis_tests::{
-    AppDir, TestDatabase, Trellis, UpOptions, assert_recent_utc, client, rfc3339_utc_seconds,
+    AppDir, Reply, TestDatabase, Trellis, UpOptions, assert_recent_utc, client, rfc3339_utc_seconds,
 };
 
 /// The body limit of the API (and the host's default).
@@ -47,44 +47,6 @@ struct Service {
     _db: TestDatabase,
 }
 
-/// A response, read whole.
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the error envelope with `status` and `code`; returns the message.
-    fn assert_error(&self, status: u16, code: &str) -> &str {
-        assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(self.header("content-type"), Some("application/json"));
-        assert_eq!(self.body["error"]["code"], code, "{}", self.body);
-        assert_eq!(
-            self.body.as_object().map(|o| o.len()),
-            Some(1),
-            "{}",
-            self.body
-        );
-        self.body["error"]["message"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no message: {}", self.body))
-    }
-
-    /// Asserts `422 invalid` with a message naming `field`.
-    fn assert_invalid(&self, field: &str) {
-        let message = self.assert_error(422, "invalid");
-        assert!(
-            message.contains(field),
-            "the message does not name `{field}`: {message}"
-        );
-    }
-}
-
 impl Service {
     fn start() -> Self {
         let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../components/user/migrations");
@@ -117,18 +79,7 @@ impl Service {
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
-        let response = request.body(body).send().await.expect("request");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or_else(|err| {
-            panic!("{status} with a body that is not JSON ({err}): {text:?}")
-        });
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        Reply::read(request.body(body).send().await.expect("request")).await
     }
 
     async fn get(&self, path: &str) -> Reply {
