@@ -65,6 +65,28 @@ wrk.body = '{"user_id":1,"product_name":"load","amount":1500}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 
+# CPU time (user + system, in clock ticks) used so far by the processes
+# named: trellis (its pid), Postgres and RabbitMQ (their process names).
+ticks_of() {
+  local total=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$(( total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}') ))
+  done
+  echo "$total"
+}
+cpu_snapshot() {
+  echo "$(ticks_of "${pids[0]}") $(ticks_of $(pgrep -x postgres)) $(ticks_of $(pgrep -x beam.smp))" \
+    "$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
+}
+# Milliseconds of CPU per order between two snapshots, for `orders` orders.
+cpu_per_order() {
+  local hz; hz=$(getconf CLK_TCK)
+  read -r t0 p0 r0 a0 <<<"$1"; read -r t1 p1 r1 a1 <<<"$2"
+  awk -v hz="$hz" -v n="$3" -v t=$((t1 - t0)) -v p=$((p1 - p0)) -v r=$((r1 - r0)) -v a=$((a1 - a0)) \
+    'BEGIN { f = 1000 / hz / n; printf "trellis %.2f, postgres %.2f, rabbitmq %.2f, whole machine %.2f\n", t * f, p * f, r * f, a * f }'
+}
+
 pending() {
   psql -qtA -h 127.0.0.1 -U postgres -d "$DB" -c \
     "SELECT count(*) FROM t_shop_order_orders.orders WHERE status = 'pending'"
@@ -85,12 +107,17 @@ drain_ms >/dev/null
 echo
 echo "database: $ADMIN_URL"
 echo "POST /orders, wrk -t1 -c$CLIENTS, $DURATION, payment pipeline running"
-out=$(wrk -t1 -c"$CLIENTS" -d"$DURATION" --latency -s "$work/post.lua" "http://127.0.0.1:$PORT/orders" | parse)
+before=$(cpu_snapshot)
+raw=$(wrk -t1 -c"$CLIENTS" -d"$DURATION" --latency -s "$work/post.lua" "http://127.0.0.1:$PORT/orders")
+out=$(parse <<<"$raw")
 read -r rps p50 p99 <<<"$out"
+accepted=$(awk '/requests in/ {print $1}' <<<"$raw")
 lag=$(drain_ms)
+after=$(cpu_snapshot)
 printf '%-28s %s\n' "accepted requests/s" "$rps   (target >= 1000)" \
   "p50 / p99" "$p50 / $p99" \
-  "all final after wrk stopped" "${lag} ms"
+  "all final after wrk stopped" "${lag} ms" \
+  "CPU ms per order" "$(cpu_per_order "$before" "$after" "$accepted")  ($(nproc) cores)"
 paid=$(psql -qtA -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT count(*) FROM t_shop_order_orders.orders WHERE status = 'paid'")
 payments=$(psql -qtA -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT count(*) FROM t_shop_payment_payments.payments")
 printf '%-28s %s\n' "orders paid / payments" "$paid / $payments"

@@ -4,25 +4,49 @@
 //! A managed database declared with `outbox = true` gets a table
 //! `_trellis_outbox` in its schema (see [`create`]); the component inserts a
 //! row in the transaction that changes its data, so the event exists exactly
-//! when the change does. A statement trigger sends `NOTIFY trellis_outbox`
-//! with the schema's name on commit; the relay ([`run`]), which `LISTEN`s as
-//! the component's own role, wakes up, locks a batch of rows
-//! (`FOR UPDATE SKIP LOCKED`, so replicas sharing the database split the
-//! work), publishes them with confirms and deletes them in the same
-//! transaction. A crash between commit and publish leaves the rows in place;
-//! the relay drains them when it starts. A row is never deleted before the
-//! broker confirmed it, so delivery is at least once; consumers deduplicate on
-//! `message_id`, which the row keeps across attempts.
+//! when the change does. The relay ([`run`]), which `LISTEN`s as the
+//! component's own role, locks a batch of rows (`FOR UPDATE SKIP LOCKED`, so
+//! replicas sharing the database split the work), publishes them with
+//! confirms and deletes them in the same transaction. A crash between commit
+//! and publish leaves the rows in place; the relay drains them when it
+//! starts. A row is never deleted before the broker confirmed it, so delivery
+//! is at least once; consumers deduplicate on `message_id`, which the row
+//! keeps across attempts.
 //!
-//! Without notifications (a dropped listener connection) the relay still
-//! sweeps every [`SWEEP_INTERVAL`]; it never polls in a tight loop.
+//! ## Waking the relay: `NOTIFY` only when it sleeps
+//!
+//! A transaction that sends `NOTIFY` takes a cluster-wide lock at commit and
+//! holds it until its commit record is flushed, so notifying transactions
+//! commit one at a time, across every database of the server (measured:
+//! 600 against 2,300 outbox inserts a second). So a statement trigger
+//! notifies only when no relay of the table is awake, with two advisory locks
+//! keyed by the table's oid:
+//!
+//! - *awake* ([`AWAKE_LOCK`]): a relay holds it, exclusively, while it drains;
+//!   the trigger tests it (taking and at once dropping a shared lock) and
+//!   notifies only when it is free.
+//! - *barrier* ([`BARRIER_LOCK`]): the trigger takes it, shared, *before*
+//!   that test, and holds it until its transaction ends. A relay that lets go
+//!   of *awake* must then take the barrier exclusively (without waiting) before
+//!   it may sleep: success means every transaction that found it awake has
+//!   ended, so one more drain covers their rows. Failure means some are still
+//!   open: it drains again after [`COALESCE`] and retries, which under load is
+//!   batching, and stops as soon as writes pause.
+//!
+//! A transaction that tests *awake* after the relay let go of it finds it
+//! free and notifies; one that tested it earlier holds the barrier, which the
+//! relay waits out. Either way its rows are drained without the sweep.
+//!
+//! The relay also sweeps every [`SWEEP_INTERVAL`], a backstop for a relay that
+//! died while awake (its replicas learn of rows it silenced only then) and for
+//! a lost listener; it never polls while the table is quiet.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{ConnectOptions as _, Connection as _, Executor as _, PgConnection};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
 
 use crate::broker::{Broker, Outgoing, PublishError};
 use crate::capabilities::database::managed::{self, ManagedDatabase};
@@ -39,14 +63,16 @@ const RESTART_MIN: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(5);
 /// A sweep even without notifications, as a backstop.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// First keys of the two advisory locks (the second key is the table's oid)
+/// that tell writers whether a relay is awake; see the module's notes.
+/// ("trlA", "trlB": unlike the single-key locks of migrations.)
+pub const AWAKE_LOCK: i32 = 0x7472_6c41;
+pub const BARRIER_LOCK: i32 = 0x7472_6c42;
 
 /// Creates the outbox table and its notify trigger in `db`'s schema, as its
 /// role. Idempotent; serialised with migrations by the same advisory lock.
 pub async fn create(db: &ManagedDatabase) -> Result<()> {
-    let mut conn = db.connect("create the outbox").await?;
-    let mut tx = conn.begin().await?;
-    managed::lock_schema(&mut tx, &db.schema).await?;
-    tx.execute(
+    let ddl = format!(
         "CREATE TABLE IF NOT EXISTS _trellis_outbox (
              id bigserial PRIMARY KEY,
              routing_key text NOT NULL,
@@ -54,7 +80,7 @@ pub async fn create(db: &ManagedDatabase) -> Result<()> {
              content_type text,
              message_id text NOT NULL DEFAULT gen_random_uuid()::text,
              correlation_id text,
-             headers jsonb NOT NULL DEFAULT '{}'::jsonb,
+             headers jsonb NOT NULL DEFAULT '{{}}'::jsonb,
              created_at timestamptz NOT NULL DEFAULT now(),
              -- Set by the relay when a row can never be published (a routing
              -- key the component may not use); such rows are kept, skipped.
@@ -62,13 +88,28 @@ pub async fn create(db: &ManagedDatabase) -> Result<()> {
          );
          CREATE OR REPLACE FUNCTION _trellis_outbox_notify() RETURNS trigger
              LANGUAGE plpgsql AS $$
-             BEGIN PERFORM pg_notify('trellis_outbox', TG_TABLE_SCHEMA); RETURN NULL; END $$;
+             BEGIN
+                 -- Until this transaction ends: a relay going to sleep waits it out.
+                 PERFORM pg_advisory_xact_lock_shared({BARRIER_LOCK}, TG_RELID::int);
+                 -- Free: no relay is draining this table, so wake one at commit.
+                 IF pg_try_advisory_lock_shared({AWAKE_LOCK}, TG_RELID::int) THEN
+                     PERFORM pg_advisory_unlock_shared({AWAKE_LOCK}, TG_RELID::int);
+                     PERFORM pg_notify('trellis_outbox', TG_TABLE_SCHEMA);
+                 END IF;
+                 RETURN NULL;
+             END $$;
          CREATE OR REPLACE TRIGGER _trellis_outbox_notify
              AFTER INSERT ON _trellis_outbox
              FOR EACH STATEMENT EXECUTE FUNCTION _trellis_outbox_notify();",
-    )
-    .await
-    .context("creating _trellis_outbox")?;
+    );
+    let mut conn = db.connect("create the outbox").await?;
+    let mut tx = conn.begin().await?;
+    managed::lock_schema(&mut tx, &db.schema).await?;
+    // Only constants are formatted in.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+        .execute(&mut *tx)
+        .await
+        .context("creating _trellis_outbox")?;
     tx.commit().await?;
     let _ = conn.close().await;
     Ok(())
@@ -110,7 +151,7 @@ pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>) {
 
 async fn relay(outbox: &Outbox, broker: &Broker) -> Result<()> {
     // One connection drains, one listens (a pool of one, as PgListener wants).
-    let mut conn = outbox
+    let conn = outbox
         .options
         .connect()
         .await
@@ -119,31 +160,43 @@ async fn relay(outbox: &Outbox, broker: &Broker) -> Result<()> {
         .max_connections(1)
         .connect_lazy_with(outbox.options.clone());
     let mut listener = PgListener::connect_with(&listening).await?;
+    // Listening before the first drain: a commit after it is either drained
+    // or notified.
     listener.listen(CHANNEL).await?;
-    let mut sessions = broker.sessions();
-    let mut declared_on = None;
+    let mut relay = Relay {
+        outbox,
+        broker,
+        table: 0,
+        conn,
+        declared_on: None,
+    };
+    relay.table = sqlx::query_scalar("SELECT '_trellis_outbox'::regclass::oid::int")
+        .fetch_one(&mut relay.conn)
+        .await
+        .context("finding _trellis_outbox")?;
     loop {
-        // Drain: everything committed so far, including before a restart.
-        loop {
-            let generation = broker.session().map(|s| s.generation);
-            if generation.is_some() && generation != declared_on {
-                broker.redeclare().await;
-                declared_on = generation;
-            }
-            match drain(&mut conn, outbox, broker).await? {
-                Drained::More => continue,
-                Drained::Empty => break,
-                Drained::BrokerDown => {
-                    // Rows stay; publish again once connected, and not in a
-                    // tight loop while the broker refuses or flaps.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    let _ = sessions.wait_for(Option::is_some).await;
-                }
-            }
+        // Awake: writers stay quiet while this relay drains. Another relay
+        // may hold the lock; this one drains all the same.
+        let awake = relay.try_lock(AWAKE_LOCK).await?;
+        relay.drain_all().await?;
+        if awake {
+            relay.unlock(AWAKE_LOCK).await?;
         }
-        // Notifications that arrived while draining are covered by it.
-        while listener.next_buffered().is_some() {}
-        // Sleep until a commit in this schema (or the backstop sweep).
+        if !relay.try_lock(BARRIER_LOCK).await? {
+            // Writers that found this relay awake have not finished: their
+            // rows are not visible yet, and they will not notify.
+            tokio::time::sleep(COALESCE).await;
+            continue;
+        }
+        relay.unlock(BARRIER_LOCK).await?;
+        // Everyone who found the relay awake has committed or gone.
+        if relay.drain_all().await? > 0 {
+            continue;
+        }
+        // Sleep until a commit in this schema (or the backstop sweep). A
+        // notification that arrived while draining may be for a commit the
+        // drain did not see, so none is discarded: at worst a wake-up finds
+        // nothing.
         let deadline = tokio::time::Instant::now() + SWEEP_INTERVAL;
         loop {
             match tokio::time::timeout_at(deadline, listener.recv()).await {
@@ -162,10 +215,67 @@ async fn relay(outbox: &Outbox, broker: &Broker) -> Result<()> {
     }
 }
 
+/// A relay's connection and what it knows of its table and broker session.
+struct Relay<'a> {
+    outbox: &'a Outbox,
+    broker: &'a Broker,
+    /// `_trellis_outbox`'s oid as an `int`, the advisory locks' second key.
+    table: i32,
+    conn: PgConnection,
+    /// The broker session the topology was last declared on.
+    declared_on: Option<u64>,
+}
+
+impl Relay<'_> {
+    /// Takes one of the table's advisory locks (session-level, exclusive)
+    /// if it is free.
+    async fn try_lock(&mut self, key: i32) -> Result<bool> {
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(key)
+            .bind(self.table)
+            .fetch_one(&mut self.conn)
+            .await
+            .context("taking an outbox advisory lock")
+    }
+
+    async fn unlock(&mut self, key: i32) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(key)
+            .bind(self.table)
+            .execute(&mut self.conn)
+            .await
+            .context("releasing an outbox advisory lock")?;
+        Ok(())
+    }
+
+    /// Publishes everything committed so far; how many rows went out.
+    async fn drain_all(&mut self) -> Result<usize> {
+        let mut published = 0;
+        loop {
+            let generation = self.broker.session().map(|s| s.generation);
+            if generation.is_some() && generation != self.declared_on {
+                self.broker.redeclare().await;
+                self.declared_on = generation;
+            }
+            match drain(&mut self.conn, self.outbox, self.broker).await? {
+                Drained::More(n) => published += n,
+                Drained::Empty(n) => return Ok(published + n),
+                Drained::BrokerDown => {
+                    // Rows stay; publish again once connected, and not in a
+                    // tight loop while the broker refuses or flaps.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let _ = self.broker.sessions().wait_for(Option::is_some).await;
+                }
+            }
+        }
+    }
+}
+
 enum Drained {
-    /// A full batch went out; there may be more.
-    More,
-    Empty,
+    /// A full batch (this many rows) went out; there may be more.
+    More(usize),
+    /// The last rows went out (this many, maybe none).
+    Empty(usize),
     BrokerDown,
 }
 
@@ -193,7 +303,7 @@ async fn drain(conn: &mut PgConnection, outbox: &Outbox, broker: &Broker) -> Res
     .await
     .context("reading the outbox")?;
     if rows.is_empty() {
-        return Ok(Drained::Empty);
+        return Ok(Drained::Empty(0));
     }
     let full = rows.len() as i64 == BATCH;
 
@@ -275,8 +385,8 @@ async fn drain(conn: &mut PgConnection, outbox: &Outbox, broker: &Broker) -> Res
     Ok(if down || rejected {
         Drained::BrokerDown
     } else if full || sent.len() < messages.len() {
-        Drained::More
+        Drained::More(sent.len())
     } else {
-        Drained::Empty
+        Drained::Empty(sent.len())
     })
 }

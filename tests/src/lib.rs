@@ -66,6 +66,8 @@ impl AppDir {
 pub struct Trellis {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin API's address, under `trellis serve`.
+    pub admin: Option<SocketAddr>,
     logs: Arc<Mutex<String>>,
     _cache: Option<tempfile::TempDir>,
 }
@@ -95,6 +97,31 @@ impl Trellis {
     /// Like [`Trellis::up_with`], but returns what the process printed if it
     /// exits before serving.
     pub fn try_up(manifest: &Path, options: UpOptions<'_>) -> Result<Self, String> {
+        let mut args: Vec<std::ffi::OsString> = vec!["up".into(), "-f".into(), manifest.into()];
+        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        Self::spawn(args, options)
+    }
+
+    /// Starts `trellis serve` on free ports for both listeners, with
+    /// `options.args` added (its `--admin-token`, database, broker...), and
+    /// waits until it serves.
+    pub fn serve(options: UpOptions<'_>) -> Self {
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]
+        .map(std::ffi::OsString::from)
+        .to_vec();
+        match Self::spawn(args, options) {
+            Ok(trellis) => trellis,
+            Err(output) => panic!("trellis serve did not start:\n{output}"),
+        }
+    }
+
+    fn spawn(args: Vec<std::ffi::OsString>, options: UpOptions<'_>) -> Result<Self, String> {
         let cache = match options.cache_dir {
             Some(_) => None,
             None => Some(tempfile::tempdir().expect("cache dir")),
@@ -104,12 +131,10 @@ impl Trellis {
             .map(Path::to_path_buf)
             .or_else(|| cache.as_ref().map(|c| c.path().to_path_buf()))
             .expect("cache dir");
+        let serving_admin = args.first().is_some_and(|a| a == "serve");
         let mut command = Command::new(trellis_bin());
         command
-            .arg("up")
-            .arg("-f")
-            .arg(manifest)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(&args)
             .arg("--cache-dir")
             .arg(&cache_dir)
             .args(&options.args)
@@ -136,18 +161,36 @@ impl Trellis {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // Read to the end: the host must never write into a closed pipe.
+            let mut public = None;
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(addr) = line.strip_prefix("Serving http://") {
-                    sent = tx.send(addr.trim().to_string()).is_ok();
+                if sent {
+                    continue;
+                }
+                if public.is_none()
+                    && let Some(addr) = line.strip_prefix("Serving http://")
+                {
+                    let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                    if serving_admin {
+                        public = Some(addr);
+                    } else {
+                        sent = tx.send((addr, None)).is_ok();
+                    }
+                } else if let (Some(addr), Some(admin)) =
+                    (&public, line.strip_prefix("Admin API http://"))
+                {
+                    sent = tx
+                        .send((addr.clone(), Some(admin.trim().to_string())))
+                        .is_ok();
                 }
             }
         });
 
         let started = Instant::now();
-        let addr = loop {
-            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
-                break addr;
+        let (addr, admin) = loop {
+            if let Ok(addrs) = rx.recv_timeout(Duration::from_millis(50)) {
+                break addrs;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
@@ -163,6 +206,7 @@ impl Trellis {
         Ok(Self {
             child,
             addr: addr.parse().expect("listen address"),
+            admin: admin.map(|a| a.parse().expect("admin address")),
             logs,
             _cache: cache,
         })
@@ -286,19 +330,15 @@ impl Drop for TestDatabase {
 /// `psql` as the `postgres` superuser on the local server, running `sql` in
 /// `database` (tuples only, unaligned, quiet, no psqlrc).
 pub fn psql_command(database: &str, sql: &str) -> Command {
-    let mut command = Command::new("psql");
+    let mut command = psql_session(database);
+    command.args(["-c", sql]).stdin(Stdio::null());
     command
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-XtAqc",
-            sql,
-        ])
-        .stdin(Stdio::null());
+}
+
+/// `psql` as [`psql_command`] has it, reading statements from its stdin.
+pub fn psql_session(database: &str) -> Command {
+    let mut command = Command::new("psql");
+    command.args(["-h", "127.0.0.1", "-U", "postgres", "-d", database, "-XtAq"]);
     command
 }
 
@@ -499,6 +539,32 @@ pub fn workspace_root() -> PathBuf {
 /// Everything else (routes, triggers, variables, tool tables) is kept as it is,
 /// so the tests follow the real manifest. Write it with [`AppDir::new`].
 pub fn shop_manifest() -> String {
+    shop_manifest_text(true)
+}
+
+/// The shop as an app directory to deploy with `trellis deploy`: its
+/// `spin.toml` as [`shop_manifest`] has it, except that migrations stay
+/// relative and are copied in, as a team's app directory would hold them.
+pub fn shop_app() -> AppDir {
+    let app = AppDir::new(&shop_manifest_text(false));
+    let root = workspace_root();
+    for component in ["user", "order", "payment"] {
+        let from = root.join("components").join(component).join("migrations");
+        let to = app
+            .path()
+            .join("components")
+            .join(component)
+            .join("migrations");
+        std::fs::create_dir_all(&to).expect("create migrations dir");
+        for entry in std::fs::read_dir(&from).expect("read migrations") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy migration");
+        }
+    }
+    app
+}
+
+fn shop_manifest_text(absolute_migrations: bool) -> String {
     let root = workspace_root();
     let path = root.join("spin.toml");
     let text =
@@ -527,6 +593,7 @@ pub fn shop_manifest() -> String {
             continue;
         }
         if let Some(value) = toml_string_value(trimmed, "migrations")
+            && absolute_migrations
             && Path::new(value).is_relative()
         {
             let dir = root.join(value);

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use trellis_tests::{
-    AppDir, TestBroker, TestDatabase, Trellis, UpOptions, client, guest, psql, workspace_root,
+    AppDir, TestBroker, TestDatabase, Trellis, UpOptions, client, guest, psql, psql_session,
+    workspace_root,
 };
 
 /// The trigger's queue and where its messages end up.
@@ -346,6 +347,128 @@ async fn the_outbox_relays_committed_rows_and_keeps_forbidden_ones() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mq.deliveries().await.len(), 1);
+}
+
+/// A transaction held open in a `psql` process, fed statements on stdin.
+struct OpenTransaction {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl OpenTransaction {
+    fn begin(database: &str) -> Self {
+        let mut child = psql_session(database)
+            .args(["-v", "ON_ERROR_STOP=1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn psql");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut tx = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        tx.run("BEGIN");
+        tx
+    }
+
+    /// Runs `sql` and waits until psql has done it.
+    fn run(&mut self, sql: &str) {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(self.stdin, "{sql};\n\\echo __done__").expect("write to psql");
+        self.stdin.flush().expect("flush psql");
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = self.stdout.read_line(&mut line).expect("read psql");
+            assert!(read > 0, "psql ended during `{sql}`");
+            if line.trim() == "__done__" {
+                return;
+            }
+        }
+    }
+
+    fn commit(mut self) {
+        self.run("COMMIT");
+        drop(self.stdin);
+        assert!(self.child.wait().expect("psql").success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_committed_while_the_relay_drains_goes_out_without_the_sweep() {
+    // Writers notify only while no relay is awake. A row whose trigger ran
+    // while the relay drained was not notified: the relay must not go to
+    // sleep (until its 30 s sweep) before that row's transaction has ended.
+    const BACKLOG: usize = 5000;
+    // `AWAKE_LOCK` of host/src/outbox.rs, the relay's advisory lock.
+    const AWAKE_LOCK: u32 = 0x7472_6c41;
+    let mq = Mq::start("mq_outbox_race", "");
+    let db = &mq.db.name;
+    let count = |sql: &str| -> usize { psql(db, sql).parse().expect("a count") };
+    let relay_awake = format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+           AND mode = 'ExclusiveLock' AND classid = {AWAKE_LOCK} AND objsubid = 2 \
+           AND objid = '{SCHEMA}._trellis_outbox'::regclass::oid"
+    );
+    let left = format!("SELECT count(*) FROM {SCHEMA}._trellis_outbox");
+
+    // A backlog keeps the relay draining for a while.
+    psql(
+        db,
+        &format!(
+            "INSERT INTO {SCHEMA}._trellis_outbox (routing_key, body) \
+             SELECT 'work.backlog', convert_to(n::text, 'UTF8') FROM generate_series(1, {BACKLOG}) n"
+        ),
+    );
+    let started = Instant::now();
+    while count(&relay_awake) == 0 {
+        assert!(
+            started.elapsed() < SETTLE,
+            "the relay never took its lock\n{}",
+            mq.trellis.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A row written while the relay drains, in a transaction left open.
+    let mut late = OpenTransaction::begin(db);
+    late.run(&format!(
+        "INSERT INTO {SCHEMA}._trellis_outbox (routing_key, body, message_id) \
+         VALUES ('work.late', convert_to('late', 'UTF8'), 'late-1')"
+    ));
+    // The relay was awake throughout: it still is, with backlog left.
+    assert!(
+        count(&relay_awake) == 1 && count(&left) > 1,
+        "the relay finished the backlog before the row went in; raise BACKLOG"
+    );
+    // The relay gets through the backlog and would go to sleep.
+    let started = Instant::now();
+    while count(&left) > 0 {
+        assert!(
+            started.elapsed() < SETTLE * 3,
+            "backlog not relayed: {} rows left\n{}",
+            count(&left),
+            mq.trellis.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    late.commit();
+    let committed = Instant::now();
+    // Well inside the 30 s sweep.
+    while count(&left) > 0 {
+        assert!(
+            committed.elapsed() < Duration::from_secs(10),
+            "the row committed last was not relayed within 10 s\n{}",
+            mq.trellis.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
