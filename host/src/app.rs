@@ -16,7 +16,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::allowed_hosts::AllowedHosts;
 use crate::broker::topology::QueueSpec;
 use crate::broker::{Broker, Brokers};
-use crate::cache::ComponentCache;
+use crate::cache::{ComponentCache, Origin};
 use crate::capabilities::database::{self, ComponentDatabases, Databases};
 use crate::capabilities::messaging::ComponentMessaging;
 use crate::capabilities::messaging::bindings::AmqpHandlerPre;
@@ -44,6 +44,10 @@ pub struct Runtime {
     pub max_memory_bytes: u64,
     pub(crate) linker: Linker<RequestState>,
     cache: ComponentCache,
+    /// Every component compiled so far, by the SHA-256 of its bytes: the
+    /// same bytes deployed by many tenants (or again, on rollback) are
+    /// compiled once and their code shared.
+    compiled: std::sync::Mutex<HashMap<[u8; 32], wasmtime::component::Component>>,
     /// One permit per live instance: the pooling allocator's capacity.
     pub(crate) slots: Arc<Semaphore>,
     /// Database pools shared by every app.
@@ -66,12 +70,47 @@ impl Runtime {
             brokers: Brokers::default(),
             linker,
             cache: ComponentCache::new(config.cache_dir.clone()),
+            compiled: std::sync::Mutex::default(),
             slots: Arc::new(Semaphore::new(config.max_instances as usize)),
             engine,
             config,
             max_memory_bytes,
             _ticker: ticker,
         }))
+    }
+}
+
+/// Whose app an [`App`] is. `trellis up` runs one app that belongs to nobody;
+/// `trellis serve` runs tenants' apps, and everything an app owns outside
+/// the process (managed schemas and roles, exchanges, queues) is then named
+/// after its tenant, so two tenants deploying the same manifest never share
+/// any of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub tenant: Option<String>,
+}
+
+impl Owner {
+    pub fn tenant(name: &str) -> Self {
+        Self {
+            tenant: Some(name.to_owned()),
+        }
+    }
+
+    /// The schema (and role prefix) of a managed database.
+    pub fn database_identifier(&self, app: &str, component: &str, name: &str) -> String {
+        match &self.tenant {
+            None => database::managed::identifier(app, component, name),
+            Some(tenant) => database::managed::tenant_identifier(tenant, app, component, name),
+        }
+    }
+
+    /// An exchange or queue name as the broker knows it: `<tenant>.<name>`.
+    pub fn broker_name(&self, name: &str) -> String {
+        match &self.tenant {
+            None => name.to_owned(),
+            Some(tenant) => format!("{tenant}.{name}"),
+        }
     }
 }
 
@@ -103,6 +142,7 @@ pub(crate) struct Mount {
 /// A loaded application.
 pub struct App {
     pub name: String,
+    pub owner: Owner,
     pub runtime: Arc<Runtime>,
     pub router: Router,
     pub components: HashMap<String, Arc<AppComponent>>,
@@ -128,7 +168,28 @@ impl App {
         manifest: &AppManifest,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Arc<App>> {
+        Self::load_owned(runtime, manifest, Owner::default(), env).await
+    }
+
+    /// [`App::load`] for `owner`.
+    pub async fn load_owned(
+        runtime: Arc<Runtime>,
+        manifest: &AppManifest,
+        owner: Owner,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Arc<App>> {
         let variables = AppVariables::resolve(manifest, &env)?;
+        // Everything that can be checked without touching a database or the
+        // broker is checked first, so a bad app changes nothing.
+        let mut prepared = HashMap::new();
+        for component in manifest.components.values() {
+            let linked = prepare(&runtime, component)
+                .await
+                .with_context(|| format!("component `{}`", component.id))?;
+            prepared.insert(component.id.clone(), linked);
+        }
+        check_exports(manifest, &prepared)?;
+
         let router = Router::build(&manifest.application.http_base, manifest.http_routes())?;
         let serves_health = ["/health", "/health/ready"]
             .iter()
@@ -164,11 +225,7 @@ impl App {
         } else {
             None
         };
-        let exchange = defaults
-            .exchange
-            .clone()
-            .unwrap_or_else(|| manifest.application.name.clone());
-
+        let (exchange, consumers) = amqp_plan(manifest, &owner);
         let mut components = HashMap::new();
         let mut outboxes = Vec::new();
         for component in manifest.components.values() {
@@ -178,58 +235,17 @@ impl App {
                 app: manifest.application.name.clone(),
                 publish: component.trellis.publish.clone(),
             });
-            let (loaded, outbox) =
-                load_component(&runtime, manifest, component, &variables, messaging)
-                    .await
-                    .with_context(|| format!("component `{}`", component.id))?;
+            let linked = prepared
+                .remove(&component.id)
+                .context("component prepared twice")?;
+            let (loaded, outbox) = load_component(
+                &runtime, manifest, &owner, component, linked, &variables, messaging,
+            )
+            .await
+            .with_context(|| format!("component `{}`", component.id))?;
             outboxes.extend(outbox.into_iter().map(Arc::new));
             components.insert(component.id.clone(), Arc::new(loaded));
         }
-        let mut consumers = Vec::new();
-        for trigger in &manifest.amqp_triggers {
-            if components
-                .get(&trigger.component)
-                .is_some_and(|c| c.handler.is_none())
-            {
-                bail!(
-                    "component `{}` is the handler of the [[trigger.amqp]] for queue `{}` but does not export trellis:messaging/handler@0.1.0",
-                    trigger.component,
-                    trigger.queue
-                );
-            }
-            consumers.push(Arc::new(AmqpConsumer {
-                component: trigger.component.clone(),
-                prefetch: trigger
-                    .prefetch
-                    .or(defaults.prefetch)
-                    .unwrap_or(DEFAULT_PREFETCH),
-                spec: QueueSpec {
-                    queue: trigger.queue.clone(),
-                    exchange: trigger.exchange.clone().unwrap_or_else(|| exchange.clone()),
-                    binding_keys: trigger.binding_keys.clone(),
-                    max_attempts: trigger
-                        .max_attempts
-                        .or(defaults.max_attempts)
-                        .unwrap_or(DEFAULT_MAX_ATTEMPTS),
-                    retry_delay: trigger
-                        .retry_delay_ms
-                        .or(defaults.retry_delay_ms)
-                        .map_or(DEFAULT_RETRY_DELAY, Duration::from_millis),
-                },
-            }));
-        }
-        for trigger in &manifest.http_triggers {
-            if components
-                .get(&trigger.component)
-                .is_some_and(|c| c.pre.is_none())
-            {
-                bail!(
-                    "component `{}` is routed by an HTTP trigger but does not export wasi:http/incoming-handler@0.2",
-                    trigger.component
-                );
-            }
-        }
-
         if let Some(broker) = &broker {
             let specs: Vec<QueueSpec> = consumers.iter().map(|c| c.spec.clone()).collect();
             broker.declare(&specs).await;
@@ -238,6 +254,7 @@ impl App {
         let http_client = HttpClient::new()?;
         Ok(Arc::new_cyclic(|this| App {
             name: manifest.application.name.clone(),
+            owner,
             runtime,
             router,
             components,
@@ -333,10 +350,167 @@ impl Drop for Background {
     }
 }
 
+/// The exchange an app publishes to and its consumers, with every name as
+/// the broker knows it (prefixed with the tenant's, for a tenant's app).
+pub fn amqp_plan(manifest: &AppManifest, owner: &Owner) -> (String, Vec<Arc<AmqpConsumer>>) {
+    let defaults = manifest
+        .application
+        .amqp_defaults
+        .clone()
+        .unwrap_or_default();
+    let exchange = owner.broker_name(
+        defaults
+            .exchange
+            .as_deref()
+            .unwrap_or(&manifest.application.name),
+    );
+    let consumers = manifest
+        .amqp_triggers
+        .iter()
+        .map(|trigger| {
+            Arc::new(AmqpConsumer {
+                component: trigger.component.clone(),
+                prefetch: trigger
+                    .prefetch
+                    .or(defaults.prefetch)
+                    .unwrap_or(DEFAULT_PREFETCH),
+                spec: QueueSpec {
+                    queue: owner.broker_name(&trigger.queue),
+                    exchange: trigger
+                        .exchange
+                        .as_deref()
+                        .map_or_else(|| exchange.clone(), |e| owner.broker_name(e)),
+                    binding_keys: trigger.binding_keys.clone(),
+                    max_attempts: trigger
+                        .max_attempts
+                        .or(defaults.max_attempts)
+                        .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+                    retry_delay: trigger
+                        .retry_delay_ms
+                        .or(defaults.retry_delay_ms)
+                        .map_or(DEFAULT_RETRY_DELAY, Duration::from_millis),
+                },
+            })
+        })
+        .collect();
+    (exchange, consumers)
+}
+
+/// A component compiled and linked against the host's interfaces, with the
+/// entry points it exports.
+pub struct Linked {
+    pre: Option<ProxyPre<RequestState>>,
+    handler: Option<AmqpHandlerPre<RequestState>>,
+}
+
+/// Compiles `component` (or takes it from the cache) and links it: fails,
+/// naming the import, when it needs an interface the host does not provide.
+async fn prepare(runtime: &Arc<Runtime>, component: &manifest::Component) -> Result<Linked> {
+    let source = component.source.clone();
+    let wasm = tokio::fs::read(&source)
+        .await
+        .with_context(|| format!("reading {}", source.display()))?;
+    let compiled = runtime
+        .compile(wasm, &component.id)
+        .await
+        .with_context(|| format!("compiling {}", source.display()))?;
+    link(runtime, &compiled)
+}
+
+impl Runtime {
+    /// The compiled form of `wasm`: shared if these bytes were compiled
+    /// before, else from the on-disk cache or compiled now, off the async
+    /// threads.
+    pub async fn compile(
+        self: &Arc<Self>,
+        wasm: Vec<u8>,
+        label: &str,
+    ) -> Result<wasmtime::component::Component> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(&wasm).into();
+        let started = Instant::now();
+        let shared = self.compiled_lock().get(&digest).cloned();
+        if let Some(shared) = shared {
+            tracing::info!(
+                component = %label,
+                origin = %Origin::Shared.as_str(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "component ready"
+            );
+            return Ok(shared);
+        }
+        let engine = self.engine.clone();
+        let cache = self.cache.clone();
+        let (compiled, origin) = tokio::task::spawn_blocking(move || cache.load(&engine, &wasm))
+            .await
+            .context("compilation task failed")??;
+        tracing::info!(
+            component = %label,
+            origin = %origin.as_str(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "component ready"
+        );
+        self.compiled_lock().insert(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    fn compiled_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], wasmtime::component::Component>> {
+        // A panic while holding it cannot leave the map half-written.
+        self.compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Links a compiled component: its imports must all be ones the host provides.
+pub fn link(runtime: &Runtime, compiled: &wasmtime::component::Component) -> Result<Linked> {
+    let instance_pre = runtime.linker.instantiate_pre(compiled).map_err(|err| {
+        anyhow::anyhow!(
+            "{err:#}; trellis provides WASI 0.2 (cli, clocks, random, filesystem, sockets, http), fermyon:spin/variables, spin:postgres/postgres@4.0.0 and trellis:messaging/publisher@0.1.0"
+        )
+    })?;
+    Ok(Linked {
+        pre: ProxyPre::new(instance_pre.clone()).ok(),
+        handler: AmqpHandlerPre::new(instance_pre).ok(),
+    })
+}
+
+/// Every component a trigger calls exports what that trigger calls.
+pub fn check_exports(manifest: &AppManifest, linked: &HashMap<String, Linked>) -> Result<()> {
+    for trigger in &manifest.amqp_triggers {
+        if linked
+            .get(&trigger.component)
+            .is_some_and(|c| c.handler.is_none())
+        {
+            bail!(
+                "component `{}` is the handler of the [[trigger.amqp]] for queue `{}` but does not export trellis:messaging/handler@0.1.0",
+                trigger.component,
+                trigger.queue
+            );
+        }
+    }
+    for trigger in &manifest.http_triggers {
+        if linked
+            .get(&trigger.component)
+            .is_some_and(|c| c.pre.is_none())
+        {
+            bail!(
+                "component `{}` is routed by an HTTP trigger but does not export wasi:http/incoming-handler@0.2",
+                trigger.component
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn load_component(
     runtime: &Arc<Runtime>,
     manifest: &AppManifest,
+    owner: &Owner,
     component: &manifest::Component,
+    linked: Linked,
     variables: &AppVariables,
     messaging: Arc<ComponentMessaging>,
 ) -> Result<(AppComponent, Vec<Outbox>)> {
@@ -363,7 +537,7 @@ async fn load_component(
         })
         .collect::<Result<Vec<_>>>()?;
     let allowed_hosts = Arc::new(AllowedHosts::parse(&allowed)?);
-    let (managed, outbox_dbs) = provision_databases(runtime, manifest, component).await?;
+    let (managed, outbox_dbs) = provision_databases(runtime, manifest, owner, component).await?;
     let outboxes = outbox_dbs
         .into_iter()
         .map(|db| Outbox {
@@ -393,36 +567,10 @@ async fn load_component(
         });
     }
 
-    let source = component.source.clone();
-    let wasm = tokio::fs::read(&source)
-        .await
-        .with_context(|| format!("reading {}", source.display()))?;
-    let started = Instant::now();
-    let engine = runtime.engine.clone();
-    let cache = runtime.cache.clone();
-    let (compiled, origin) = tokio::task::spawn_blocking(move || cache.load(&engine, &wasm))
-        .await
-        .context("compilation task failed")?
-        .with_context(|| format!("compiling {}", source.display()))?;
-    tracing::info!(
-        component = %component.id,
-        origin = %origin.as_str(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "component ready"
-    );
-
-    let instance_pre = runtime.linker.instantiate_pre(&compiled).map_err(|err| {
-        anyhow::anyhow!(
-            "{err:#}; trellis provides WASI 0.2 (cli, clocks, random, filesystem, sockets, http) and fermyon:spin/variables"
-        )
-    })?;
-    let pre = ProxyPre::new(instance_pre.clone()).ok();
-    let handler = AmqpHandlerPre::new(instance_pre).ok();
-
     let loaded = AppComponent {
         id: component.id.as_str().into(),
-        pre,
-        handler,
+        pre: linked.pre,
+        handler: linked.handler,
         messaging,
         variables: variables.component(component)?,
         environment: component
@@ -453,6 +601,7 @@ async fn load_component(
 async fn provision_databases(
     runtime: &Runtime,
     manifest: &AppManifest,
+    owner: &Owner,
     component: &manifest::Component,
 ) -> Result<(
     HashMap<String, sqlx::postgres::PgConnectOptions>,
@@ -462,7 +611,7 @@ async fn provision_databases(
     let mut managed = HashMap::new();
     let mut outboxes = Vec::new();
     for (name, settings) in &component.trellis.databases {
-        let ident = database::managed::identifier(&manifest.application.name, &component.id, name);
+        let ident = owner.database_identifier(&manifest.application.name, &component.id, name);
         let db = database::managed::provision(
             &databases.admin,
             databases.role_secret(),

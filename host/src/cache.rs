@@ -23,6 +23,9 @@ pub enum Origin {
     Cache,
     /// Compiled now (no cache, no entry, or a corrupt entry that was replaced).
     Compiled,
+    /// Compiled or loaded earlier by this process (the same bytes in another
+    /// component, app or tenant): its code is shared.
+    Shared,
 }
 
 impl Origin {
@@ -30,6 +33,7 @@ impl Origin {
         match self {
             Origin::Cache => "cache",
             Origin::Compiled => "compiled",
+            Origin::Shared => "shared",
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod config;
 pub mod engine;
 pub mod manifest;
 pub mod outbox;
+pub mod platform;
 pub mod routing;
 pub mod store;
 pub mod triggers;

@@ -560,7 +560,9 @@ async fn a_second_start_compiles_nothing() {
         200
     );
     assert!(
-        second.wait_for_log(|l| l.contains("component=testbed") && l.contains("origin=cache")),
+        // `shared`: the same bytes as a component loaded just before.
+        second.wait_for_log(|l| l.contains("component=testbed")
+            && (l.contains("origin=cache") || l.contains("origin=shared"))),
         "second start should use the cache:\n{}",
         second.logs()
     );

@@ -192,6 +192,54 @@ impl Broker {
         }
     }
 
+    /// Deletes the queues of `specs` and the `exchanges` (an app that is
+    /// gone for good), and stops declaring them on new connections. Returns
+    /// what was deleted; what could not be (not connected) is logged.
+    pub async fn delete(&self, specs: &[topology::QueueSpec], exchanges: &[String]) -> Vec<String> {
+        {
+            let mut known = self.topology.lock().unwrap_or_else(|e| e.into_inner());
+            known.retain(|k| !specs.iter().any(|s| s.queue == k.queue));
+        }
+        let mut deleted = Vec::new();
+        let Some(session) = self.session() else {
+            tracing::warn!(broker = %self.display, "not connected: queues and exchanges left in place");
+            return deleted;
+        };
+        let channel = match session.connection.create_channel().await {
+            Ok(channel) => channel,
+            Err(err) => {
+                tracing::warn!(broker = %self.display, "cannot open a channel to delete queues: {err}");
+                return deleted;
+            }
+        };
+        for name in specs.iter().flat_map(topology::QueueSpec::queue_names) {
+            match channel
+                .queue_delete(
+                    name.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await
+            {
+                Ok(_) => deleted.push(name),
+                Err(err) => tracing::warn!(queue = %name, "cannot delete queue: {err}"),
+            }
+        }
+        for exchange in exchanges {
+            match channel
+                .exchange_delete(
+                    exchange.as_str().into(),
+                    lapin::options::ExchangeDeleteOptions::default(),
+                )
+                .await
+            {
+                Ok(()) => deleted.push(exchange.clone()),
+                Err(err) => tracing::warn!(%exchange, "cannot delete exchange: {err}"),
+            }
+        }
+        let _ = channel.close(200, "done".into()).await;
+        deleted
+    }
+
     /// The current session, if connected.
     pub fn session(&self) -> Option<Arc<Session>> {
         self.session

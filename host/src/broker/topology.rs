@@ -70,6 +70,20 @@ impl QueueSpec {
     }
 }
 
+impl QueueSpec {
+    /// Every queue this spec declares: the queue, its dead-letter queue and
+    /// its retry queues.
+    pub fn queue_names(&self) -> Vec<String> {
+        let mut names = vec![self.queue.clone(), dead_letter_queue(&self.queue)];
+        names.extend(
+            self.retry_delays()
+                .into_iter()
+                .map(|delay| retry_queue(&self.queue, delay)),
+        );
+        names
+    }
+}
+
 pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dead-letter")
 }

@@ -161,7 +161,7 @@ impl UpArgs {
             let _ = signalled.send(true);
         });
         let mut http_stopping = stopping.clone();
-        let http = crate::triggers::http::serve(listener, app, async move {
+        let http = crate::triggers::http::serve(listener, std::sync::Arc::new(app), async move {
             let _ = http_stopping.wait_for(|stop| *stop).await;
         });
         let consumers = async {
@@ -174,7 +174,7 @@ impl UpArgs {
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

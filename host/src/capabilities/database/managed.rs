@@ -37,18 +37,33 @@ pub fn managed_name(address: &str) -> Option<&str> {
 /// keep a readable prefix and gain a hash so they stay unique.
 pub fn identifier(app: &str, component: &str, name: &str) -> String {
     let raw = format!("t_{app}_{component}_{name}");
-    let clean: String = raw
-        .chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            c @ ('a'..='z' | '0'..='9') => c,
-            _ => '_',
-        })
-        .collect();
+    let clean = clean_identifier(&raw);
     if clean.len() <= 63 {
         return clean;
     }
     let hash = hex::encode(&Sha256::digest(raw.as_bytes())[..6]);
     format!("{}_{hash}", &clean[..50])
+}
+
+/// The schema of a tenant's managed database (`trellis serve`): the names,
+/// cleaned and cut to 50 characters, then a hash of the exact names. Always
+/// hashed, because cleaning is lossy (`my-app` and `my_app` clean alike) and
+/// two tenants must never land in one schema.
+pub fn tenant_identifier(tenant: &str, app: &str, component: &str, name: &str) -> String {
+    let clean = clean_identifier(&format!("t_{tenant}_{app}_{component}_{name}"));
+    let exact = format!("{tenant}\0{app}\0{component}\0{name}");
+    let hash = hex::encode(&Sha256::digest(exact.as_bytes())[..5]);
+    format!("{}_{hash}", &clean[..clean.len().min(50)])
+}
+
+/// Lower-case ASCII letters and digits kept, anything else `_`.
+fn clean_identifier(raw: &str) -> String {
+    raw.chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 /// The password of a managed role, derived from a host secret so that every
@@ -383,6 +398,18 @@ mod tests {
         let long = identifier(&"a".repeat(60), "component", "name");
         assert!(long.len() <= 63, "{long}");
         assert_ne!(long, identifier(&"a".repeat(61), "component", "name"));
+    }
+
+    #[test]
+    fn tenant_identifiers_never_collide_on_spelling() {
+        let a = tenant_identifier("acme", "my-app", "order", "orders");
+        assert!(a.starts_with("t_acme_my_app_order_orders_"), "{a}");
+        assert_ne!(a, tenant_identifier("acme", "my_app", "order", "orders"));
+        assert_ne!(a, tenant_identifier("acme-my", "app", "order", "orders"));
+        let long = tenant_identifier(&"t".repeat(40), &"a".repeat(40), "component", "name");
+        assert!(long.len() <= 61, "{long}");
+        // Room for the role's suffix within Postgres's 63 bytes.
+        assert!(role_name(&long, "trellis").len() <= 63);
     }
 
     #[test]

@@ -24,6 +24,40 @@ use crate::routing::RouteMatch;
 use body::LimitedBody;
 use errors::{HostError, json_response};
 
+/// Which app serves a request: the one app of `trellis up`, or the one its
+/// host name names under `trellis serve`.
+pub trait Resolve: Send + Sync + 'static {
+    fn resolve(&self, host: Option<&str>) -> Result<Arc<App>, HostError>;
+    /// How long in-flight requests may finish after shutdown begins.
+    fn shutdown_timeout(&self) -> std::time::Duration;
+}
+
+impl Resolve for Arc<App> {
+    fn resolve(&self, _host: Option<&str>) -> Result<Arc<App>, HostError> {
+        Ok(self.clone())
+    }
+
+    fn shutdown_timeout(&self) -> std::time::Duration {
+        self.runtime.config.shutdown_timeout
+    }
+}
+
+/// Resolves the app for a request, then handles it.
+pub async fn dispatch<B>(
+    apps: &dyn Resolve,
+    client: SocketAddr,
+    request: Request<B>,
+) -> Response<WasiBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<HttpError>,
+{
+    match apps.resolve(request_host(&request)) {
+        Ok(app) => handle(app, client, request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
 /// Handles one inbound request from `client`.
 pub async fn handle<B>(app: Arc<App>, client: SocketAddr, request: Request<B>) -> Response<WasiBody>
 where

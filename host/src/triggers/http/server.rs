@@ -13,16 +13,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::app::App;
+use super::Resolve;
 
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains
+/// Serves `apps` on `listener` until `shutdown` completes, then drains
 /// in-flight requests for at most the configured shutdown timeout.
 pub async fn serve(
     listener: TcpListener,
-    app: Arc<App>,
+    apps: Arc<dyn Resolve>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let graceful = GracefulShutdown::new();
@@ -46,10 +46,10 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let apps = apps.clone();
         let service = service_fn(move |request| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(super::handle(app, client, request).await) }
+            let apps = apps.clone();
+            async move { Ok::<_, Infallible>(super::dispatch(&*apps, client, request).await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -60,7 +60,7 @@ pub async fn serve(
     }
 
     drop(listener);
-    let limit = app.runtime.config.shutdown_timeout;
+    let limit = apps.shutdown_timeout();
     tracing::info!("shutting down: waiting up to {limit:?} for in-flight requests");
     match tokio::time::timeout(limit, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections closed"),

@@ -1,0 +1,95 @@
+//! `trellis serve`: platform mode. Serves every tenant's apps by host name,
+//! with the admin API on a listener of its own; state in Postgres.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use super::up::LimitArgs;
+use crate::app::Runtime;
+use crate::capabilities::database::managed;
+use crate::platform::{Platform, admin, store::Store};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Public address: each app answers at `<app>.<tenant>.<base domain>`.
+    #[arg(long, env = "TRELLIS_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// Address of the admin API.
+    #[arg(long, env = "TRELLIS_ADMIN_LISTEN", default_value = "127.0.0.1:3001")]
+    pub admin_listen: SocketAddr,
+    /// Bearer token the admin API requires (at least 16 characters).
+    #[arg(long, env = "TRELLIS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// The domain under which apps get their host names.
+    #[arg(long, env = "TRELLIS_BASE_DOMAIN", default_value = "localhost")]
+    pub base_domain: String,
+    /// Where deployed apps' files are unpacked; default: under the cache
+    /// directory.
+    #[arg(long, env = "TRELLIS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+impl ServeArgs {
+    pub async fn run(self) -> Result<()> {
+        if self.admin_token.len() < 16 {
+            bail!("--admin-token must have at least 16 characters");
+        }
+        let config = self.limits.runtime_config();
+        let state_dir = match (&self.state_dir, &config.cache_dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(cache)) => cache.join("platform"),
+            (None, None) => std::env::temp_dir().join(format!("trellis-{}", std::process::id())),
+        };
+        let max_memory = config.memory_limit_bytes;
+        let runtime = Runtime::new(config, max_memory)?;
+        managed::ensure_database(&runtime.databases.admin)
+            .await
+            .context("preparing the platform database (--database-url)")?;
+        let store = Store::open(&runtime.databases.admin).await?;
+        let limit = runtime.config.shutdown_timeout;
+        let platform = Platform::start(runtime, store, self.base_domain.clone(), state_dir).await?;
+
+        let public = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .with_context(|| format!("listening on {}", self.listen))?;
+        let admin_listener = tokio::net::TcpListener::bind(self.admin_listen)
+            .await
+            .with_context(|| format!("listening on {} (--admin-listen)", self.admin_listen))?;
+        // Scripts and tests read these lines to find the ports.
+        println!(
+            "Serving http://{} (apps at http://<app>.<tenant>.{})",
+            public.local_addr()?,
+            self.base_domain
+        );
+        println!("Admin API http://{}", admin_listener.local_addr()?);
+
+        let (signalled, stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            super::up::shutdown_signal().await;
+            let _ = signalled.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let admin = admin::serve(
+            admin_listener,
+            platform.clone(),
+            Arc::from(self.admin_token.as_str()),
+            stopped(stopping.clone()),
+        );
+        let http =
+            crate::triggers::http::serve(public, platform.clone(), stopped(stopping.clone()));
+        let consumers = async {
+            stopped(stopping.clone()).await;
+            platform.shutdown(limit).await;
+        };
+        let (served, (), ()) = tokio::join!(http, admin, consumers);
+        served
+    }
+}

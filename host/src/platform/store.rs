@@ -1,0 +1,665 @@
+//! The platform's state in Postgres (schema `trellis_platform` of the admin
+//! database): tenants, component bytes by digest, apps (manifest, assets,
+//! variables) and numbered component versions with the one that is active.
+//! Every host process sharing the database serves the same deployments: a
+//! change commits with a `NOTIFY` on [`CHANNEL`] naming the app (or the
+//! tenant), and each host reloads what it names.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection as _, PgConnection, Row as _};
+
+use super::names::AppKey;
+
+/// The channel platform changes are announced on; the payload is
+/// `<tenant>/<app>` for one app, `<tenant>` for all of a tenant's.
+pub const CHANNEL: &str = "trellis_platform";
+
+const SCHEMA: &str = "
+CREATE SCHEMA IF NOT EXISTS trellis_platform;
+CREATE TABLE IF NOT EXISTS trellis_platform.tenants (
+    name text PRIMARY KEY,
+    suspended boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS trellis_platform.blobs (
+    digest text PRIMARY KEY,
+    bytes bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS trellis_platform.apps (
+    tenant text NOT NULL REFERENCES trellis_platform.tenants ON DELETE CASCADE,
+    name text NOT NULL,
+    manifest text NOT NULL,
+    assets jsonb NOT NULL DEFAULT '{}',
+    variables jsonb NOT NULL DEFAULT '{}',
+    revision integer NOT NULL DEFAULT 1,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS trellis_platform.versions (
+    tenant text NOT NULL,
+    app text NOT NULL,
+    component text NOT NULL,
+    version integer NOT NULL,
+    digest text NOT NULL REFERENCES trellis_platform.blobs,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, app, component, version),
+    FOREIGN KEY (tenant, app) REFERENCES trellis_platform.apps ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS trellis_platform.active (
+    tenant text NOT NULL,
+    app text NOT NULL,
+    component text NOT NULL,
+    version integer NOT NULL,
+    PRIMARY KEY (tenant, app, component),
+    FOREIGN KEY (tenant, app, component, version)
+        REFERENCES trellis_platform.versions ON DELETE CASCADE
+);
+";
+
+/// A tenant as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tenant {
+    pub name: String,
+    pub suspended: bool,
+    pub apps: Vec<String>,
+}
+
+/// One app as stored: what a host needs to load it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRecord {
+    pub key: AppKey,
+    /// `spin.toml` as uploaded; component sources are replaced by `components`.
+    pub manifest: String,
+    /// Files the manifest refers to (migrations, mounted files), by path
+    /// relative to the manifest, base64-encoded.
+    pub assets: BTreeMap<String, String>,
+    /// Values of the manifest's `[variables]`.
+    pub variables: BTreeMap<String, String>,
+    /// Bumped by every change, so hosts can tell whether they are current.
+    pub revision: i32,
+    /// The active version of each component, with its digest.
+    pub components: BTreeMap<String, Active>,
+    pub suspended: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Active {
+    pub version: i32,
+    pub digest: String,
+}
+
+/// A version of a component.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Version {
+    pub component: String,
+    pub version: i32,
+    pub digest: String,
+    pub active: bool,
+    pub created_at: String,
+}
+
+/// What a write was refused for; the admin API maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no tenant `{0}`")]
+    NoTenant(String),
+    #[error("tenant `{0}` already exists")]
+    TenantExists(String),
+    #[error("tenant `{0}` is suspended")]
+    Suspended(String),
+    #[error("no app `{0}`")]
+    NoApp(AppKey),
+    #[error("app `{0}` has no component `{1}`")]
+    NoComponent(AppKey, String),
+    #[error("component `{1}` of `{0}` has no version {2}")]
+    NoVersion(AppKey, String, i32),
+    #[error("no uploaded component bytes with digest {0}; upload them first")]
+    NoBlob(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+pub struct Store {
+    pool: PgPool,
+    options: PgConnectOptions,
+}
+
+impl Store {
+    /// Connects to the admin database and creates the platform's tables if
+    /// they are missing (under an advisory lock: hosts may start together).
+    pub async fn open(admin: &PgConnectOptions) -> Result<Self> {
+        let mut conn = PgConnection::connect_with(admin)
+            .await
+            .context("connecting to the platform database (--database-url)")?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trellis:platform'))")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&mut *tx)
+            .await
+            .context("creating the trellis_platform schema")?;
+        tx.commit().await?;
+        let _ = conn.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(admin.clone());
+        Ok(Self {
+            pool,
+            options: admin.clone(),
+        })
+    }
+
+    /// Options for a connection of its own (the change listener).
+    pub fn options(&self) -> &PgConnectOptions {
+        &self.options
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> Result<(), Refusal> {
+        let created = sqlx::query(
+            "INSERT INTO trellis_platform.tenants (name) VALUES ($1) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if created == 0 {
+            return Err(Refusal::TenantExists(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, Refusal> {
+        let rows = sqlx::query(
+            "SELECT t.name, t.suspended,
+                    coalesce(array_agg(a.name ORDER BY a.name) FILTER (WHERE a.name IS NOT NULL), '{}')
+             FROM trellis_platform.tenants t
+             LEFT JOIN trellis_platform.apps a ON a.tenant = t.name
+             GROUP BY t.name, t.suspended ORDER BY t.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Tenant {
+                name: row.get(0),
+                suspended: row.get(1),
+                apps: row.get(2),
+            })
+            .collect())
+    }
+
+    /// Suspends or resumes a tenant; its hosts unload or reload its apps.
+    pub async fn set_suspended(&self, name: &str, suspended: bool) -> Result<(), Refusal> {
+        let mut tx = self.pool.begin().await?;
+        let changed =
+            sqlx::query("UPDATE trellis_platform.tenants SET suspended = $2 WHERE name = $1")
+                .bind(name)
+                .bind(suspended)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if changed == 0 {
+            return Err(Refusal::NoTenant(name.to_owned()));
+        }
+        notify(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a tenant and everything stored for it; returns its apps as
+    /// they were, so the caller can drop what they own outside the store.
+    pub async fn delete_tenant(&self, name: &str) -> Result<Vec<AppRecord>, Refusal> {
+        let mut tx = self.pool.begin().await?;
+        let exists =
+            sqlx::query("SELECT 1 FROM trellis_platform.tenants WHERE name = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        if !exists {
+            return Err(Refusal::NoTenant(name.to_owned()));
+        }
+        let apps: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM trellis_platform.apps WHERE tenant = $1")
+                .bind(name)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut records = Vec::new();
+        for app in apps {
+            if let Some(record) = read_app(&mut tx, &AppKey::new(name, &app)).await? {
+                records.push(record);
+            }
+        }
+        sqlx::query("DELETE FROM trellis_platform.tenants WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        notify(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(records)
+    }
+
+    pub async fn has_blob(&self, digest: &str) -> Result<bool, Refusal> {
+        Ok(
+            sqlx::query("SELECT 1 FROM trellis_platform.blobs WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Stores component bytes under their digest (checked by the caller).
+    pub async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), Refusal> {
+        sqlx::query(
+            "INSERT INTO trellis_platform.blobs (digest, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(digest)
+        .bind(bytes)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn blob(&self, digest: &str) -> Result<Vec<u8>, Refusal> {
+        sqlx::query_scalar("SELECT bytes FROM trellis_platform.blobs WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Refusal::NoBlob(digest.to_owned()))
+    }
+
+    /// Every stored app, tenant by tenant.
+    pub async fn app_keys(&self) -> Result<Vec<AppKey>, Refusal> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT tenant, name FROM trellis_platform.apps ORDER BY tenant, name")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(|(t, a)| AppKey::new(t, a)).collect())
+    }
+
+    /// The apps of one tenant.
+    pub async fn apps_of(&self, tenant: &str) -> Result<Vec<AppKey>, Refusal> {
+        let apps: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM trellis_platform.apps WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(apps.iter().map(|a| AppKey::new(tenant, a)).collect())
+    }
+
+    pub async fn app(&self, key: &AppKey) -> Result<Option<AppRecord>, Refusal> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(read_app(&mut conn, key).await?)
+    }
+
+    /// Every version of every component of an app, newest first.
+    pub async fn versions(&self, key: &AppKey) -> Result<Vec<Version>, Refusal> {
+        let rows = sqlx::query(
+            "SELECT v.component, v.version, v.digest, a.version IS NOT NULL,
+                    to_char(v.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+             FROM trellis_platform.versions v
+             LEFT JOIN trellis_platform.active a USING (tenant, app, component, version)
+             WHERE v.tenant = $1 AND v.app = $2
+             ORDER BY v.component, v.version DESC",
+        )
+        .bind(&key.tenant)
+        .bind(&key.app)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Version {
+                component: row.get(0),
+                version: row.get(1),
+                digest: row.get(2),
+                active: row.get(3),
+                created_at: row.get(4),
+            })
+            .collect())
+    }
+
+    /// Stores an app as deployed: its manifest, assets and variables, and
+    /// for each component a new version when its bytes changed (the active
+    /// one stays otherwise). Components no longer in the app stop being
+    /// active; their versions are kept. Returns the stored record.
+    pub async fn put_app(
+        &self,
+        key: &AppKey,
+        manifest: &str,
+        assets: &BTreeMap<String, String>,
+        variables: &BTreeMap<String, String>,
+        components: &BTreeMap<String, String>,
+    ) -> Result<AppRecord, Refusal> {
+        let mut tx = self.pool.begin().await?;
+        lock_tenant(&mut tx, &key.tenant).await?;
+        sqlx::query(
+            "INSERT INTO trellis_platform.apps (tenant, name, manifest, assets, variables)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant, name) DO UPDATE SET manifest = $3, assets = $4, variables = $5,
+                 revision = apps.revision + 1, updated_at = now()",
+        )
+        .bind(&key.tenant)
+        .bind(&key.app)
+        .bind(manifest)
+        .bind(sqlx::types::Json(assets))
+        .bind(sqlx::types::Json(variables))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM trellis_platform.active
+             WHERE tenant = $1 AND app = $2 AND NOT component = ANY($3)",
+        )
+        .bind(&key.tenant)
+        .bind(&key.app)
+        .bind(components.keys().cloned().collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        for (component, digest) in components {
+            activate_digest(&mut tx, key, component, digest).await?;
+        }
+        let record = finish(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// A new version of one component from `digest` (unless it is the active
+    /// one already), made active.
+    pub async fn put_component(
+        &self,
+        key: &AppKey,
+        component: &str,
+        digest: &str,
+    ) -> Result<AppRecord, Refusal> {
+        let mut tx = self.pool.begin().await?;
+        lock_app(&mut tx, key).await?;
+        if !has_component(&mut tx, key, component).await? {
+            return Err(Refusal::NoComponent(key.clone(), component.to_owned()));
+        }
+        activate_digest(&mut tx, key, component, digest).await?;
+        bump(&mut tx, key).await?;
+        let record = finish(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// Makes `version` of a component active again; `None` means the one
+    /// before the active one.
+    pub async fn rollback(
+        &self,
+        key: &AppKey,
+        component: &str,
+        version: Option<i32>,
+    ) -> Result<AppRecord, Refusal> {
+        let mut tx = self.pool.begin().await?;
+        lock_app(&mut tx, key).await?;
+        if !has_component(&mut tx, key, component).await? {
+            return Err(Refusal::NoComponent(key.clone(), component.to_owned()));
+        }
+        let target: Option<i32> = match version {
+            Some(version) => {
+                sqlx::query_scalar(
+                    "SELECT version FROM trellis_platform.versions
+                 WHERE tenant = $1 AND app = $2 AND component = $3 AND version = $4",
+                )
+                .bind(&key.tenant)
+                .bind(&key.app)
+                .bind(component)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT max(v.version) FROM trellis_platform.versions v
+                 JOIN trellis_platform.active a USING (tenant, app, component)
+                 WHERE v.tenant = $1 AND v.app = $2 AND v.component = $3 AND v.version < a.version",
+                )
+                .bind(&key.tenant)
+                .bind(&key.app)
+                .bind(component)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        let Some(target) = target else {
+            return Err(Refusal::NoVersion(
+                key.clone(),
+                component.to_owned(),
+                version.unwrap_or(0),
+            ));
+        };
+        set_active(&mut tx, key, component, target).await?;
+        bump(&mut tx, key).await?;
+        let record = finish(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// The stored record `key` would have with `component` at `digest`,
+    /// without storing anything: what a single-component deploy validates.
+    pub async fn app_with(
+        &self,
+        key: &AppKey,
+        component: &str,
+        digest: &str,
+    ) -> Result<AppRecord, Refusal> {
+        let mut record = self
+            .app(key)
+            .await?
+            .ok_or_else(|| Refusal::NoApp(key.clone()))?;
+        let active = record
+            .components
+            .get_mut(component)
+            .ok_or_else(|| Refusal::NoComponent(key.clone(), component.to_owned()))?;
+        active.digest = digest.to_owned();
+        Ok(record)
+    }
+
+    /// The version `version` of a component, as a record to validate.
+    pub async fn digest_of(
+        &self,
+        key: &AppKey,
+        component: &str,
+        version: i32,
+    ) -> Result<String, Refusal> {
+        sqlx::query_scalar(
+            "SELECT digest FROM trellis_platform.versions
+             WHERE tenant = $1 AND app = $2 AND component = $3 AND version = $4",
+        )
+        .bind(&key.tenant)
+        .bind(&key.app)
+        .bind(component)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Refusal::NoVersion(key.clone(), component.to_owned(), version))
+    }
+}
+
+/// The tenant row, locked against deletion and suspension while an app of
+/// it is written; refused when missing or suspended.
+async fn lock_tenant(conn: &mut PgConnection, tenant: &str) -> Result<(), Refusal> {
+    let suspended: Option<bool> = sqlx::query_scalar(
+        "SELECT suspended FROM trellis_platform.tenants WHERE name = $1 FOR SHARE",
+    )
+    .bind(tenant)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match suspended {
+        None => Err(Refusal::NoTenant(tenant.to_owned())),
+        Some(true) => Err(Refusal::Suspended(tenant.to_owned())),
+        Some(false) => Ok(()),
+    }
+}
+
+/// The app row, locked so concurrent deploys of one app take turns.
+async fn lock_app(conn: &mut PgConnection, key: &AppKey) -> Result<(), Refusal> {
+    lock_tenant(conn, &key.tenant).await?;
+    let found = sqlx::query(
+        "SELECT 1 FROM trellis_platform.apps WHERE tenant = $1 AND name = $2 FOR UPDATE",
+    )
+    .bind(&key.tenant)
+    .bind(&key.app)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(Refusal::NoApp(key.clone())),
+    }
+}
+
+async fn has_component(
+    conn: &mut PgConnection,
+    key: &AppKey,
+    component: &str,
+) -> Result<bool, Refusal> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM trellis_platform.active WHERE tenant = $1 AND app = $2 AND component = $3",
+    )
+    .bind(&key.tenant)
+    .bind(&key.app)
+    .bind(component)
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some())
+}
+
+/// Makes `digest` the active bytes of `component`: a new version, unless
+/// they are the active version's already.
+async fn activate_digest(
+    conn: &mut PgConnection,
+    key: &AppKey,
+    component: &str,
+    digest: &str,
+) -> Result<(), Refusal> {
+    let current: Option<String> = sqlx::query_scalar(
+        "SELECT v.digest FROM trellis_platform.active a
+         JOIN trellis_platform.versions v USING (tenant, app, component, version)
+         WHERE a.tenant = $1 AND a.app = $2 AND a.component = $3",
+    )
+    .bind(&key.tenant)
+    .bind(&key.app)
+    .bind(component)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if current.as_deref() == Some(digest) {
+        return Ok(());
+    }
+    let version: i32 = sqlx::query_scalar(
+        "INSERT INTO trellis_platform.versions (tenant, app, component, version, digest)
+         SELECT $1, $2, $3, coalesce(max(version), 0) + 1, $4
+         FROM trellis_platform.versions WHERE tenant = $1 AND app = $2 AND component = $3
+         RETURNING version",
+    )
+    .bind(&key.tenant)
+    .bind(&key.app)
+    .bind(component)
+    .bind(digest)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|err| match &err {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            Refusal::NoBlob(digest.to_owned())
+        }
+        _ => Refusal::Database(err),
+    })?;
+    set_active(conn, key, component, version).await
+}
+
+async fn set_active(
+    conn: &mut PgConnection,
+    key: &AppKey,
+    component: &str,
+    version: i32,
+) -> Result<(), Refusal> {
+    sqlx::query(
+        "INSERT INTO trellis_platform.active (tenant, app, component, version)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant, app, component) DO UPDATE SET version = $4",
+    )
+    .bind(&key.tenant)
+    .bind(&key.app)
+    .bind(component)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn bump(conn: &mut PgConnection, key: &AppKey) -> Result<(), Refusal> {
+    sqlx::query(
+        "UPDATE trellis_platform.apps SET revision = revision + 1, updated_at = now()
+         WHERE tenant = $1 AND name = $2",
+    )
+    .bind(&key.tenant)
+    .bind(&key.app)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Announces the change to every host and reads back the stored record.
+async fn finish(conn: &mut PgConnection, key: &AppKey) -> Result<AppRecord, Refusal> {
+    notify(conn, &key.to_string()).await?;
+    read_app(conn, key)
+        .await?
+        .ok_or_else(|| Refusal::NoApp(key.clone()))
+}
+
+async fn notify(conn: &mut PgConnection, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn read_app(conn: &mut PgConnection, key: &AppKey) -> Result<Option<AppRecord>, sqlx::Error> {
+    type AppRow = (
+        String,
+        sqlx::types::Json<BTreeMap<String, String>>,
+        sqlx::types::Json<BTreeMap<String, String>>,
+        i32,
+        bool,
+    );
+    let row: Option<AppRow> = sqlx::query_as(
+        "SELECT a.manifest, a.assets, a.variables, a.revision, t.suspended
+         FROM trellis_platform.apps a JOIN trellis_platform.tenants t ON t.name = a.tenant
+         WHERE a.tenant = $1 AND a.name = $2",
+    )
+    .bind(&key.tenant)
+    .bind(&key.app)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((manifest, assets, variables, revision, suspended)) = row else {
+        return Ok(None);
+    };
+    let active: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT a.component, a.version, v.digest FROM trellis_platform.active a
+         JOIN trellis_platform.versions v USING (tenant, app, component, version)
+         WHERE a.tenant = $1 AND a.app = $2",
+    )
+    .bind(&key.tenant)
+    .bind(&key.app)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some(AppRecord {
+        key: key.clone(),
+        manifest,
+        assets: assets.0,
+        variables: variables.0,
+        revision,
+        components: active
+            .into_iter()
+            .map(|(component, version, digest)| (component, Active { version, digest }))
+            .collect(),
+        suspended,
+    }))
+}

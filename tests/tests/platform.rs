@@ -1,0 +1,724 @@
+//! `trellis serve` end to end: tenants and deployments through the admin API
+//! and the CLI, apps routed by host name, hot swap of one component under
+//! load, rollback, and hosts sharing their deployments through Postgres.
+//! Each test has its own platform database and RabbitMQ vhost.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use trellis_tests::{
+    AppDir, Reply, TestBroker, TestDatabase, Trellis, UpOptions, client, guest, run_trellis,
+    shop_app,
+};
+
+const TOKEN: &str = "platform-test-token-0123456789";
+/// A bound on how long something the host does at once may take on a busy
+/// test machine.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// One platform: its database, its vhost and a compilation cache its hosts
+/// share. Hosts are started with [`Env::host`]. Field order is drop order.
+struct Env {
+    db: TestDatabase,
+    broker: TestBroker,
+    cache: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(label: &str) -> Self {
+        Self {
+            db: TestDatabase::new(label),
+            broker: TestBroker::new(label),
+            cache: tempfile::tempdir().expect("cache dir"),
+        }
+    }
+
+    /// A `trellis serve` on this platform, with a state directory of its own.
+    fn host(&self) -> Host {
+        let state = tempfile::tempdir().expect("state dir");
+        let state_dir = state.path().display().to_string();
+        let trellis = Trellis::serve(UpOptions {
+            args: vec![
+                "--admin-token",
+                TOKEN,
+                "--database-url",
+                &self.db.url,
+                "--amqp-url",
+                &self.broker.url,
+                "--max-pool-connections",
+                "2",
+                "--state-dir",
+                &state_dir,
+            ],
+            cache_dir: Some(self.cache.path()),
+            ..UpOptions::default()
+        });
+        Host {
+            trellis,
+            _state: state,
+            http: client(),
+        }
+    }
+}
+
+struct Host {
+    trellis: Trellis,
+    _state: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Host {
+    fn admin_url(&self) -> String {
+        format!("http://{}", self.trellis.admin.expect("admin address"))
+    }
+
+    /// Runs a `trellis` admin command against this host; its stdout.
+    fn cli(&self, args: &[&str]) -> String {
+        let admin_url = self.admin_url();
+        let mut all = args.to_vec();
+        all.extend(["--admin-url", &admin_url, "--admin-token", TOKEN]);
+        let (status, stdout, stderr) = run_trellis(&all, Path::new("."));
+        assert!(
+            status.success(),
+            "trellis {args:?} failed:\n{stdout}\n{stderr}\nhost logs:\n{}",
+            self.trellis.logs()
+        );
+        stdout
+    }
+
+    /// Like [`Host::cli`], for a command that must fail; its stderr.
+    fn cli_fails(&self, args: &[&str]) -> String {
+        let admin_url = self.admin_url();
+        let mut all = args.to_vec();
+        all.extend(["--admin-url", &admin_url, "--admin-token", TOKEN]);
+        let (status, stdout, stderr) = run_trellis(&all, Path::new("."));
+        assert!(!status.success(), "trellis {args:?} succeeded:\n{stdout}");
+        stderr
+    }
+
+    /// A request to app `app` of `tenant`, by host name.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        host: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, format!("http://{}{path}", self.trellis.addr))
+            .header("host", host);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        request.send().await.expect("request")
+    }
+
+    async fn get(&self, host: &str, path: &str) -> Reply {
+        Reply::read(self.request(reqwest::Method::GET, host, path, None).await).await
+    }
+
+    async fn post(&self, host: &str, path: &str, body: &Value) -> Reply {
+        Reply::read(
+            self.request(reqwest::Method::POST, host, path, Some(body))
+                .await,
+        )
+        .await
+    }
+
+    /// `GET` on the admin API with `token`; status and body.
+    async fn admin_get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.admin_url()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("admin request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// An app with one component, `web`, answering every path: `hello` says
+/// "Hello, world!", `testbed` echoes at `/echo`.
+fn greeter(source: &str) -> AppDir {
+    AppDir::new(&format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "greeter"
+[[trigger.http]]
+route = "/..."
+component = "web"
+[component.web]
+source = "{{{source}}}"
+"#
+    ))
+}
+
+/// `wasm` with a custom section appended: other bytes (a new version) that
+/// behave the same.
+fn variant(wasm: &Path, tag: &str, dir: &Path) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(wasm).expect("read wasm");
+    let name = b"trellis-test";
+    let payload = tag.as_bytes();
+    let size = 1 + name.len() + payload.len();
+    assert!(size < 128 && name.len() < 128);
+    bytes.extend([0u8, size as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let path = dir.join(format!("variant-{tag}.wasm"));
+    std::fs::write(&path, bytes).expect("write variant");
+    path
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < SETTLE, "{what}: not within {SETTLE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_wants_the_token() {
+    let env = Env::new("pf_token");
+    let host = env.host();
+    let (status, body) = host.admin_get("/v1/tenants", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    let (status, _) = host
+        .admin_get("/v1/tenants", Some("wrong-token-0123456789"))
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = host.admin_get("/v1/tenants", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"tenants": []}));
+    let stderr = {
+        let admin_url = host.admin_url();
+        let (status, _, stderr) = run_trellis(
+            &[
+                "tenant",
+                "list",
+                "--admin-url",
+                &admin_url,
+                "--admin-token",
+                "nope-0123456789abcdef",
+            ],
+            Path::new("."),
+        );
+        assert!(!status.success());
+        stderr
+    };
+    assert!(stderr.contains("401"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_tenants_run_the_shop_and_each_sees_only_its_own_data() {
+    let env = Env::new("pf_tenants");
+    let host = env.host();
+    let app = shop_app();
+    let manifest = app.manifest().display().to_string();
+    for tenant in ["acme", "globex"] {
+        host.cli(&["tenant", "create", tenant]);
+        let out = host.cli(&["deploy", "--tenant", tenant, "-f", &manifest]);
+        assert!(out.contains("revision 1 live"), "{out}");
+    }
+    let listed = host.cli(&["tenant", "list"]);
+    assert!(
+        listed.contains("acme  apps: shop") && listed.contains("globex  apps: shop"),
+        "{listed}"
+    );
+
+    let (acme, globex) = ("shop.acme.localhost", "shop.globex.localhost");
+    let a = host
+        .post(
+            acme,
+            "/users",
+            &json!({"email": "ann@acme.test", "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let g = host
+        .post(
+            globex,
+            "/users",
+            &json!({"email": "gus@globex.test", "name": "Gus"}),
+        )
+        .await;
+    assert_eq!(g.status, 201, "{}", g.text);
+    // Separate databases: both are user 1, each only in its own tenant.
+    assert_eq!(a.body["id"], 1);
+    assert_eq!(g.body["id"], 1);
+    let users = host.get(acme, "/users").await;
+    let emails: Vec<&str> = users.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|u| u["email"].as_str())
+        .collect();
+    assert_eq!(emails, ["ann@acme.test"], "{}", users.text);
+
+    // The saga runs on each tenant's own queues.
+    let order = host
+        .post(
+            acme,
+            "/orders",
+            &json!({"user_id": 1, "product_name": "anvil", "amount": 1500}),
+        )
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    let id = order.body["id"].as_i64().expect("order id");
+    wait_for("acme's order paid", async || {
+        host.get(acme, &format!("/orders/{id}")).await.body["status"] == "paid"
+    })
+    .await;
+    host.get(globex, &format!("/orders/{id}"))
+        .await
+        .assert_error(404, "not_found");
+    let queues: Vec<String> = env.broker.queues().into_iter().map(|(q, _)| q).collect();
+    for queue in ["acme.payment.order-created", "globex.payment.order-created"] {
+        assert!(
+            queues.iter().any(|q| q == queue),
+            "{queue} missing: {queues:?}"
+        );
+    }
+
+    // Only the app's own host name reaches it.
+    for other in [
+        "shop.nobody.localhost",
+        "localhost",
+        "acme.localhost",
+        "shop.acme.example.com",
+    ] {
+        host.get(other, "/users")
+            .await
+            .assert_error(404, "not_found");
+    }
+
+    // Suspended: 503 until resumed.
+    host.cli(&["tenant", "suspend", "globex"]);
+    host.get(globex, "/users")
+        .await
+        .assert_error(503, "unavailable");
+    host.cli(&["tenant", "resume", "globex"]);
+    assert_eq!(host.get(globex, "/users/1").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploying_one_component_under_load_fails_no_request() {
+    let env = Env::new("pf_swap");
+    let host = Arc::new(env.host());
+    let app = shop_app();
+    host.cli(&["tenant", "create", "acme"]);
+    host.cli(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "-f",
+        &app.manifest().display().to_string(),
+    ]);
+    let shop = "shop.acme.localhost";
+    let user = host
+        .post(
+            shop,
+            "/users",
+            &json!({"email": "load@acme.test", "name": "Load"}),
+        )
+        .await;
+    assert_eq!(user.status, 201, "{}", user.text);
+    let first = host
+        .post(
+            shop,
+            "/orders",
+            &json!({"user_id": 1, "product_name": "seed", "amount": 100}),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+
+    // 50 clients for 10 s: reads of an order, and every tenth request a new
+    // order (which chains to the user service and starts the saga).
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for c in 0..50 {
+        let (host, stop, done, failed, failures) = (
+            host.clone(),
+            stop.clone(),
+            done.clone(),
+            failed.clone(),
+            failures.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let response = if (n + c).is_multiple_of(10) {
+                    let body = json!({"user_id": 1, "product_name": "load", "amount": 100});
+                    host.request(reqwest::Method::POST, shop, "/orders", Some(&body))
+                        .await
+                } else {
+                    host.request(reqwest::Method::GET, shop, "/orders/1", None)
+                        .await
+                };
+                let status = response.status();
+                if status.is_success() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    let text = response.text().await.unwrap_or_default();
+                    failures
+                        .lock()
+                        .expect("failures")
+                        .push(format!("{status} {text}"));
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let work = tempfile::tempdir().expect("work dir");
+    let order_v2 = variant(&guest("order"), "v2", work.path());
+    let out = host.cli(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "--app",
+        "shop",
+        "--component",
+        "order",
+        &order_v2.display().to_string(),
+    ]);
+    assert!(out.contains("order: version 2"), "{out}");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client");
+    }
+    let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {:?}\n{}",
+        done + failed,
+        &failures.lock().expect("failures")[..failed.min(5)],
+        host.trellis.logs()
+    );
+    assert!(done > 100, "only {done} requests in 10 s");
+
+    // The new version is the one serving.
+    let (status, app) = host
+        .admin_get("/v1/tenants/acme/apps/shop", Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{app}");
+    assert_eq!(app["components"]["order"]["version"], 2, "{app}");
+    assert_eq!(app["components"]["user"]["version"], 1, "{app}");
+    let (_, status) = host.admin_get("/v1/status", Some(TOKEN)).await;
+    assert_eq!(status["apps"][0]["revision"], app["revision"], "{status}");
+    // Orders taken across the swap all reach a final state: the consumers
+    // switched over without losing a message.
+    let schema = trellis_tests::psql(
+        &env.db.name,
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_acme\\_shop\\_order\\_orders\\_%'",
+    );
+    assert!(!schema.is_empty(), "no order schema");
+    let pending = format!("SELECT count(*) FROM {schema}.orders WHERE status = 'pending'");
+    wait_for("every order final", async || {
+        trellis_tests::psql(&env.db.name, &pending) == "0"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_version_takes_over_and_rollback_brings_the_old_back() {
+    let env = Env::new("pf_rollback");
+    let host = env.host();
+    host.cli(&["tenant", "create", "acme"]);
+    let v1 = greeter("hello");
+    host.cli(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "-f",
+        &v1.manifest().display().to_string(),
+    ]);
+    let site = "greeter.acme.localhost";
+    let say = async || {
+        let response = host
+            .request(reqwest::Method::GET, site, "/echo", None)
+            .await;
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("body")
+    };
+    assert_eq!(say().await, "Hello, world!\n");
+
+    let testbed = guest("testbed").display().to_string();
+    host.cli(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "--app",
+        "greeter",
+        "--component",
+        "web",
+        &testbed,
+    ]);
+    // The deploy answered once the new version was routed: no waiting.
+    assert_ne!(say().await, "Hello, world!\n");
+
+    let versions = host.cli(&["versions", "--tenant", "acme", "--app", "greeter"]);
+    assert!(versions.contains("(active)"), "{versions}");
+    let out = host.cli(&[
+        "rollback",
+        "--tenant",
+        "acme",
+        "--app",
+        "greeter",
+        "--component",
+        "web",
+    ]);
+    assert!(out.contains("web: version 1"), "{out}");
+    assert_eq!(say().await, "Hello, world!\n");
+    // Forward again to a kept version, by number.
+    host.cli(&[
+        "rollback",
+        "--tenant",
+        "acme",
+        "--app",
+        "greeter",
+        "--component",
+        "web",
+        "--to",
+        "2",
+    ]);
+    assert_ne!(say().await, "Hello, world!\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_share_deployments_and_a_restarted_host_restores_them() {
+    let env = Env::new("pf_share");
+    let first = env.host();
+    let second = env.host();
+    first.cli(&["tenant", "create", "acme"]);
+    let v1 = greeter("hello");
+    first.cli(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "-f",
+        &v1.manifest().display().to_string(),
+    ]);
+    let site = "greeter.acme.localhost";
+    let body = async |host: &Host| {
+        let response = host
+            .request(reqwest::Method::GET, site, "/echo", None)
+            .await;
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    };
+    // The other host learns of the deployment from the store's notification.
+    let took = wait_for("second host serves the app", async || {
+        body(&second).await == (200, "Hello, world!\n".to_owned())
+    })
+    .await;
+    eprintln!("deployment reached the second host after {took:?}");
+
+    let testbed = guest("testbed").display().to_string();
+    first.cli(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "--app",
+        "greeter",
+        "--component",
+        "web",
+        &testbed,
+    ]);
+    let took = wait_for("second host serves version 2", async || {
+        let (status, text) = body(&second).await;
+        status == 200 && text != "Hello, world!\n"
+    })
+    .await;
+    eprintln!("a component deploy reached the second host after {took:?}");
+
+    // A host started now, and one restarted, serve what is deployed.
+    drop(first);
+    let restarted = env.host();
+    let (status, text) = body(&restarted).await;
+    assert_eq!(status, 200, "{text}\n{}", restarted.trellis.logs());
+    assert_ne!(text, "Hello, world!\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_uploads_are_refused_and_change_nothing() {
+    let env = Env::new("pf_invalid");
+    let host = env.host();
+    host.cli(&["tenant", "create", "acme"]);
+    let good = greeter("hello");
+    host.cli(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "-f",
+        &good.manifest().display().to_string(),
+    ]);
+    let site = "greeter.acme.localhost";
+
+    // Not a component.
+    let work = tempfile::tempdir().expect("work dir");
+    let junk = work.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm\x01\0\0\0").expect("write");
+    let err = host.cli_fails(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "--app",
+        "greeter",
+        "--component",
+        "web",
+        &junk.display().to_string(),
+    ]);
+    assert!(err.contains("not a WebAssembly component"), "{err}");
+
+    // A trigger calls what the component does not export.
+    let no_handler = AppDir::new(
+        r#"spin_manifest_version = 2
+[application]
+name = "greeter"
+[[trigger.http]]
+route = "/..."
+component = "web"
+[[trigger.amqp]]
+component = "web"
+queue = "greetings"
+[component.web]
+source = "{hello}"
+"#,
+    );
+    let err = host.cli_fails(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "-f",
+        &no_handler.manifest().display().to_string(),
+    ]);
+    assert!(
+        err.contains("does not export trellis:messaging/handler"),
+        "{err}"
+    );
+
+    // A manifest error names the field.
+    let bad_manifest = AppDir::new(
+        r#"spin_manifest_version = 2
+[application]
+name = "greeter"
+[[trigger.http]]
+route = "/..."
+component = "web"
+colour = "blue"
+[component.web]
+source = "{hello}"
+"#,
+    );
+    let err = host.cli_fails(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "-f",
+        &bad_manifest.manifest().display().to_string(),
+    ]);
+    assert!(err.contains("colour"), "{err}");
+
+    // An unknown tenant.
+    let err = host.cli_fails(&[
+        "deploy",
+        "--tenant",
+        "nobody",
+        "-f",
+        &good.manifest().display().to_string(),
+    ]);
+    assert!(err.contains("no tenant `nobody`"), "{err}");
+
+    // Nothing changed: one version, revision 1, still serving.
+    let (_, app) = host
+        .admin_get("/v1/tenants/acme/apps/greeter", Some(TOKEN))
+        .await;
+    assert_eq!(app["revision"], 1, "{app}");
+    assert_eq!(app["components"]["web"]["version"], 1, "{app}");
+    let versions = host.cli(&["versions", "--tenant", "acme", "--app", "greeter"]);
+    assert_eq!(versions.lines().count(), 2, "{versions}");
+    let response = host.request(reqwest::Method::GET, site, "/", None).await;
+    assert_eq!(response.text().await.expect("body"), "Hello, world!\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_tenant_removes_its_routes_data_and_queues() {
+    let env = Env::new("pf_delete");
+    let host = env.host();
+    let app = shop_app();
+    // A tenant name no other test uses: roles are cluster-wide.
+    host.cli(&["tenant", "create", "doomed"]);
+    host.cli(&[
+        "deploy",
+        "--tenant",
+        "doomed",
+        "-f",
+        &app.manifest().display().to_string(),
+    ]);
+    let shop = "shop.doomed.localhost";
+    assert_eq!(
+        host.post(
+            shop,
+            "/users",
+            &json!({"email": "a@doomed.test", "name": "A"})
+        )
+        .await
+        .status,
+        201
+    );
+    let schemas = || {
+        trellis_tests::psql(
+            &env.db.name,
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\\_doomed\\_%'",
+        )
+    };
+    assert_eq!(schemas(), "3");
+    let roles = trellis_tests::psql(
+        &env.db.name,
+        "SELECT DISTINCT r.rolname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner \
+         WHERE n.nspname LIKE 't\\_doomed\\_%'",
+    );
+    let roles: Vec<&str> = roles.lines().collect();
+    assert_eq!(roles.len(), 3, "{roles:?}");
+
+    // Without --yes and without a terminal, nothing happens.
+    let err = host.cli_fails(&["tenant", "delete", "doomed"]);
+    assert!(err.contains("--yes"), "{err}");
+    host.cli(&["tenant", "delete", "doomed", "--yes"]);
+    host.get(shop, "/users")
+        .await
+        .assert_error(404, "not_found");
+    assert_eq!(schemas(), "0", "{}", host.trellis.logs());
+    for role in roles {
+        let left = trellis_tests::psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"),
+        );
+        assert_eq!(left, "0", "role {role} is left");
+    }
+    let left: Vec<String> = env
+        .broker
+        .queues()
+        .into_iter()
+        .map(|(q, _)| q)
+        .filter(|q| q.starts_with("doomed."))
+        .collect();
+    assert!(left.is_empty(), "queues left: {left:?}");
+}
