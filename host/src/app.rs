@@ -189,6 +189,9 @@ impl App {
             prepared.insert(component.id.clone(), linked);
         }
         check_exports(manifest, &prepared)?;
+        if owner.tenant.is_some() {
+            check_tenant_policy(&runtime, manifest, &variables)?;
+        }
 
         let router = Router::build(&manifest.application.http_base, manifest.http_routes())?;
         let serves_health = ["/health", "/health/ready"]
@@ -396,6 +399,66 @@ pub fn amqp_plan(manifest: &AppManifest, owner: &Owner) -> (String, Vec<Arc<Amqp
     (exchange, consumers)
 }
 
+/// A component's `allowed_outbound_hosts`, templates expanded.
+fn allowed_hosts(
+    component: &manifest::Component,
+    variables: &AppVariables,
+) -> Result<AllowedHosts> {
+    let allowed = component
+        .allowed_outbound_hosts
+        .iter()
+        .map(|entry| {
+            manifest::expand_template(entry, |name| variables.get(name).map(str::to_owned))
+                .map_err(|err| anyhow::anyhow!("allowed_outbound_hosts entry `{entry}`: {err}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    AllowedHosts::parse(&allowed)
+}
+
+/// What a tenant's app may not do, checked before anything is provisioned:
+/// use a broker of its own choosing (the platform's broker, with the
+/// tenant's prefix, is the only one), or reach the platform's own database
+/// server other than through its managed databases (with the server's
+/// credentials, or trust authentication, that would be every tenant's data).
+fn check_tenant_policy(
+    runtime: &Runtime,
+    manifest: &AppManifest,
+    variables: &AppVariables,
+) -> Result<()> {
+    if manifest
+        .application
+        .amqp_defaults
+        .as_ref()
+        .is_some_and(|d| d.broker.is_some())
+    {
+        bail!(
+            "[application.trigger.amqp] broker: a tenant's app uses the platform's broker; remove `broker`"
+        );
+    }
+    let admin = &runtime.databases.admin;
+    let port = admin.get_port();
+    let server = admin.get_host();
+    // A socket path or a loopback name: the server answers on loopback.
+    let mut names = vec![server.to_owned()];
+    if server.starts_with('/') || ["localhost", "127.0.0.1", "::1"].contains(&server) {
+        names.extend(["localhost", "127.0.0.1", "::1"].map(str::to_owned));
+    }
+    for component in manifest.components.values() {
+        let allowed = allowed_hosts(component, variables)
+            .with_context(|| format!("component `{}`", component.id))?;
+        if let Some(name) = names
+            .iter()
+            .find(|name| allowed.allows("postgres", name, Some(port)))
+        {
+            bail!(
+                "component `{}`: allowed_outbound_hosts lets it reach the platform's database server ({name}:{port}); a tenant's component uses managed databases (postgres://trellis.internal/<name>)",
+                component.id
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A component compiled and linked against the host's interfaces, with the
 /// entry points it exports.
 pub struct Linked {
@@ -528,15 +591,7 @@ async fn load_component(
         );
     }
 
-    let allowed = component
-        .allowed_outbound_hosts
-        .iter()
-        .map(|entry| {
-            manifest::expand_template(entry, |name| variables.get(name).map(str::to_owned))
-                .map_err(|err| anyhow::anyhow!("allowed_outbound_hosts entry `{entry}`: {err}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let allowed_hosts = Arc::new(AllowedHosts::parse(&allowed)?);
+    let allowed_hosts = Arc::new(allowed_hosts(component, variables)?);
     let (managed, outbox_dbs) = provision_databases(runtime, manifest, owner, component).await?;
     let outboxes = outbox_dbs
         .into_iter()

@@ -722,3 +722,226 @@ async fn deleting_a_tenant_removes_its_routes_data_and_queues() {
         .collect();
     assert!(left.is_empty(), "queues left: {left:?}");
 }
+
+/// Tenant `evil`'s probe: `dbtest` (at `/db/...`) with a managed database,
+/// and `mqtest` (at `/mq/publish/<key>`, `/mq/deliveries`) consuming
+/// everything on an exchange it names after acme's.
+fn probe_app() -> AppDir {
+    let app = AppDir::new(&format!(
+        r##"spin_manifest_version = 2
+[application]
+name = "probe"
+[application.trigger.amqp]
+exchange = "acme.shop"
+
+[[trigger.http]]
+route = "/db/..."
+component = "db"
+[[trigger.http]]
+route = "/mq/..."
+component = "mq"
+[[trigger.amqp]]
+component = "mq"
+queue = "spy"
+binding_keys = ["#"]
+
+[component.db]
+source = "{{dbtest}}"
+[component.db.tool.trellis.databases.data]
+
+[component.mq]
+source = "{mqtest}"
+[component.mq.variables]
+db_url = "postgres://trellis.internal/mq"
+[component.mq.tool.trellis.databases.mq]
+migrations = "migrations"
+[component.mq.tool.trellis.messaging]
+publish = ["order.*"]
+"##,
+        mqtest = guest("mqtest").display()
+    ));
+    let from = trellis_tests::workspace_root().join("components/mqtest/migrations");
+    let to = app.path().join("migrations");
+    std::fs::create_dir_all(&to).expect("migrations dir");
+    for entry in std::fs::read_dir(from).expect("read migrations") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+    app
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_cannot_reach_another_tenants_data_or_messages() {
+    let env = Env::new("pf_isolation");
+    let host = env.host();
+    let shop = shop_app();
+    let probe = probe_app();
+    for (tenant, app) in [("acme", &shop), ("evil", &probe)] {
+        host.cli(&["tenant", "create", tenant]);
+        host.cli(&[
+            "deploy",
+            "--tenant",
+            tenant,
+            "-f",
+            &app.manifest().display().to_string(),
+        ]);
+    }
+    let (acme, evil) = ("shop.acme.localhost", "probe.evil.localhost");
+    let user = host
+        .post(
+            acme,
+            "/users",
+            &json!({"email": "ann@acme.test", "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(user.status, 201, "{}", user.text);
+
+    // Crafted SQL from evil's component, against acme's schema and role.
+    let find = |like: &str, what: &str| {
+        trellis_tests::psql(
+            &env.db.name,
+            &format!(
+                "SELECT {what} FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname LIKE '{like}'"
+            ),
+        )
+    };
+    let users_schema = find("t\\_acme\\_shop\\_user\\_users\\_%", "n.nspname");
+    let users_role = find("t\\_acme\\_shop\\_user\\_users\\_%", "r.rolname");
+    assert!(!users_schema.is_empty() && !users_role.is_empty());
+    let steps = json!({
+        "address": "postgres://trellis.internal/data",
+        "steps": [
+            {"op": "query", "sql": format!("SELECT * FROM {users_schema}.users"), "params": []},
+            {"op": "execute", "sql": format!("SET ROLE {users_role}"), "params": []},
+            {"op": "query", "sql": format!("SELECT set_config('role', '{users_role}', false)"), "params": []},
+            {"op": "query", "sql": "SELECT current_user::text", "params": []},
+        ],
+        "trap_after": false,
+    });
+    let answer = host.post(evil, "/db/sql", &steps).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let results = answer.body["results"].as_array().expect("results");
+    assert_eq!(results[0]["error"]["code"], "42501", "{}", answer.text);
+    assert!(
+        results[1].get("error").is_some(),
+        "SET ROLE worked: {}",
+        answer.text
+    );
+    assert!(
+        results[2].get("error").is_some(),
+        "set_config(role) worked: {}",
+        answer.text
+    );
+    let me = results[3]["rows"][0][0].as_str().unwrap_or_default();
+    assert!(me.starts_with("t_evil_probe_db_data_"), "{}", answer.text);
+
+    // Messages: acme's saga runs; evil's queue, bound to everything on the
+    // exchange evil named `acme.shop`, hears none of it.
+    let order = host
+        .post(
+            acme,
+            "/orders",
+            &json!({"user_id": 1, "product_name": "anvil", "amount": 1500}),
+        )
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    wait_for("acme's order paid", async || {
+        host.get(acme, "/orders/1").await.body["status"] == "paid"
+    })
+    .await;
+    // What evil publishes reaches its own queue, and not acme's payments.
+    let forged = json!({"order_id": 999, "user_id": 1, "product_name": "free", "amount": 1});
+    let response = host
+        .request(
+            reqwest::Method::POST,
+            evil,
+            "/mq/publish/order.created",
+            Some(&forged),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        204,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    wait_for("evil's own delivery", async || {
+        let deliveries = host.get(evil, "/mq/deliveries").await;
+        deliveries.body.as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await;
+    let deliveries = host.get(evil, "/mq/deliveries").await;
+    let keys: Vec<&str> = deliveries
+        .body
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .filter_map(|d| d["routing_key"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["order.created"],
+        "evil heard acme: {}",
+        deliveries.text
+    );
+    assert_eq!(
+        deliveries.body[0]["body"]
+            .as_str()
+            .map(|b| b.contains("999")),
+        Some(true),
+        "{}",
+        deliveries.text
+    );
+    let payments = find("t\\_acme\\_shop\\_payment\\_payments\\_%", "n.nspname");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        trellis_tests::psql(
+            &env.db.name,
+            &format!("SELECT count(*) FROM {payments}.payments WHERE order_id = 999")
+        ),
+        "0"
+    );
+
+    // Deploys that would step outside are refused, naming why.
+    let direct = AppDir::new(
+        r#"spin_manifest_version = 2
+[application]
+name = "direct"
+[[trigger.http]]
+route = "/..."
+component = "db"
+[component.db]
+source = "{dbtest}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+"#,
+    );
+    let err = host.cli_fails(&[
+        "deploy",
+        "--tenant",
+        "evil",
+        "-f",
+        &direct.manifest().display().to_string(),
+    ]);
+    assert!(err.contains("platform's database server"), "{err}");
+    let own_broker = AppDir::new(
+        r#"spin_manifest_version = 2
+[application]
+name = "broker"
+[application.trigger.amqp]
+broker = "amqp://guest:guest@127.0.0.1:5672/%2f"
+[[trigger.http]]
+route = "/..."
+component = "web"
+[component.web]
+source = "{hello}"
+"#,
+    );
+    let err = host.cli_fails(&[
+        "deploy",
+        "--tenant",
+        "evil",
+        "-f",
+        &own_broker.manifest().display().to_string(),
+    ]);
+    assert!(err.contains("platform's broker"), "{err}");
+}
