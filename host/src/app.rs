@@ -85,15 +85,22 @@ impl Runtime {
 /// the process (managed schemas and roles, exchanges, queues) is then named
 /// after its tenant, so two tenants deploying the same manifest never share
 /// any of it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Owner {
     pub tenant: Option<String>,
+    /// The tenant's limits on memory and deadlines (applied when the app is
+    /// built) ...
+    pub limits: crate::platform::quota::TenantLimits,
+    /// ... and the state that enforces its concurrency and request rate,
+    /// shared by all its apps.
+    pub quota: Option<Arc<crate::platform::quota::Quota>>,
 }
 
 impl Owner {
     pub fn tenant(name: &str) -> Self {
         Self {
             tenant: Some(name.to_owned()),
+            ..Self::default()
         }
     }
 
@@ -579,9 +586,12 @@ async fn load_component(
 ) -> Result<(AppComponent, Vec<Outbox>)> {
     let config = &runtime.config;
     let settings = &component.trellis;
-    let memory_limit = settings
+    let mut memory_limit = settings
         .memory_limit_mib
         .map_or(config.memory_limit_bytes, |mib| mib << 20);
+    if let Some(mib) = owner.limits.memory_limit_mib {
+        memory_limit = memory_limit.min(mib << 20);
+    }
     let pool_max = runtime.max_memory_bytes;
     if memory_limit > pool_max {
         bail!(
@@ -637,9 +647,15 @@ async fn load_component(
         allowed_hosts,
         databases,
         memory_limit: usize::try_from(memory_limit).context("memory limit too large")?,
-        timeout: settings
-            .timeout_ms
-            .map_or(config.request_timeout, Duration::from_millis),
+        timeout: {
+            let timeout = settings
+                .timeout_ms
+                .map_or(config.request_timeout, Duration::from_millis);
+            owner
+                .limits
+                .timeout_ms
+                .map_or(timeout, |ms| timeout.min(Duration::from_millis(ms)))
+        },
         max_request_body: settings
             .max_request_body_bytes
             .unwrap_or(config.max_request_body_bytes),

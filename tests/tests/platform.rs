@@ -945,3 +945,84 @@ source = "{hello}"
     ]);
     assert!(err.contains("platform's broker"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_over_its_limits_gets_429_and_its_neighbour_does_not() {
+    let env = Env::new("pf_limits");
+    let host = env.host();
+    host.cli(&["tenant", "create", "tiny", "--requests-per-second", "5"]);
+    host.cli(&["tenant", "create", "roomy"]);
+    let app = greeter("testbed");
+    for tenant in ["tiny", "roomy"] {
+        host.cli(&[
+            "deploy",
+            "--tenant",
+            tenant,
+            "-f",
+            &app.manifest().display().to_string(),
+        ]);
+    }
+    let (tiny, roomy) = ("greeter.tiny.localhost", "greeter.roomy.localhost");
+
+    // Requests per second: a burst of 5, then 429 with Retry-After.
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..20 {
+        let response = host
+            .request(reqwest::Method::GET, tiny, "/echo", None)
+            .await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 && refused.is_none() {
+            refused = Some(Reply::read(response).await);
+        }
+    }
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    assert!((5..=7).contains(&ok), "{statuses:?}");
+    assert_eq!(
+        ok + statuses.iter().filter(|&&s| s == 429).count(),
+        20,
+        "{statuses:?}"
+    );
+    let refused = refused.expect("a 429");
+    refused.assert_error(429, "rate_limited");
+    let retry: u64 = refused
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    for _ in 0..20 {
+        let response = host
+            .request(reqwest::Method::GET, roomy, "/echo", None)
+            .await;
+        assert_eq!(response.status(), 200, "the neighbour was limited");
+    }
+
+    // Concurrency and deadline (set together; the rate limit goes).
+    host.cli(&[
+        "tenant",
+        "limits",
+        "tiny",
+        "--max-concurrency",
+        "2",
+        "--timeout-ms",
+        "1000",
+    ]);
+    let sleeps = (0..6).map(|_| host.request(reqwest::Method::GET, tiny, "/sleep?ms=600", None));
+    let statuses: Vec<u16> = futures::future::join_all(sleeps)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert!((1..=2).contains(&ok) && ok + limited == 6, "{statuses:?}");
+    let late = host
+        .request(reqwest::Method::GET, tiny, "/sleep?ms=1500", None)
+        .await;
+    assert_eq!(late.status(), 504, "the tenant's deadline");
+    let fine = host
+        .request(reqwest::Method::GET, roomy, "/sleep?ms=1500", None)
+        .await;
+    assert_eq!(fine.status(), 200, "the neighbour's deadline is the host's");
+}

@@ -33,11 +33,57 @@ pub struct AdminConnection {
     pub admin_token: String,
 }
 
+/// A tenant's limits; unset ones are the host's.
+#[derive(Debug, Args)]
+pub struct LimitFlags {
+    /// Linear memory of one instance, MiB.
+    #[arg(long)]
+    pub memory_limit_mib: Option<u64>,
+    /// Deadline of one request, ms.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Instances alive at once across the tenant's apps (then 429).
+    #[arg(long)]
+    pub max_concurrency: Option<u32>,
+    /// Public requests per second across the tenant's apps (then 429).
+    #[arg(long)]
+    pub requests_per_second: Option<u32>,
+}
+
+impl LimitFlags {
+    fn json(&self) -> Value {
+        let mut limits = serde_json::Map::new();
+        let mut set = |name: &str, value: Option<u64>| {
+            if let Some(value) = value {
+                limits.insert(name.to_owned(), json!(value));
+            }
+        };
+        set("memory_limit_mib", self.memory_limit_mib);
+        set("timeout_ms", self.timeout_ms);
+        set("max_concurrency", self.max_concurrency.map(u64::from));
+        set(
+            "requests_per_second",
+            self.requests_per_second.map(u64::from),
+        );
+        Value::Object(limits)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant.
     Create {
         name: String,
+        #[command(flatten)]
+        limits: LimitFlags,
+        #[command(flatten)]
+        admin: AdminConnection,
+    },
+    /// Set a tenant's limits (replacing all of them); its apps are rebuilt.
+    Limits {
+        name: String,
+        #[command(flatten)]
+        limits: LimitFlags,
         #[command(flatten)]
         admin: AdminConnection,
     },
@@ -128,11 +174,33 @@ pub struct StatusArgs {
 impl TenantCommand {
     pub async fn run(self) -> Result<()> {
         match self {
-            TenantCommand::Create { name, admin } => {
+            TenantCommand::Create {
+                name,
+                limits,
+                admin,
+            } => {
                 let api = Api::new(&admin)?;
-                api.call(Method::POST, "/v1/tenants", Some(json!({"name": name})))
-                    .await?;
+                api.call(
+                    Method::POST,
+                    "/v1/tenants",
+                    Some(json!({"name": name, "limits": limits.json()})),
+                )
+                .await?;
                 println!("tenant {name} created");
+            }
+            TenantCommand::Limits {
+                name,
+                limits,
+                admin,
+            } => {
+                let set = Api::new(&admin)?
+                    .call(
+                        Method::PUT,
+                        &format!("/v1/tenants/{name}/limits"),
+                        Some(limits.json()),
+                    )
+                    .await?;
+                println!("tenant {name} limits: {}", set["limits"]);
             }
             TenantCommand::List { admin } => {
                 let listed = Api::new(&admin)?

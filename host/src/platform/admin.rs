@@ -6,7 +6,8 @@
 //! | method and path | does |
 //! |---|---|
 //! | `GET /v1/tenants` | lists tenants and their apps |
-//! | `POST /v1/tenants` `{"name"}` | creates a tenant (`201`; `409` if it exists) |
+//! | `POST /v1/tenants` `{"name", "limits"?}` | creates a tenant (`201`; `409` if it exists) |
+//! | `PUT /v1/tenants/{t}/limits` | sets its limits (see [`TenantLimits`]); its apps are rebuilt |
 //! | `POST /v1/tenants/{t}/suspend`, `/resume` | stops or restarts serving its apps |
 //! | `DELETE /v1/tenants/{t}` | deletes it, its apps, schemas, roles and queues |
 //! | `HEAD`, `PUT /v1/blobs/{sha256}` | asks for, uploads component bytes |
@@ -41,6 +42,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
 
 use super::names::{self, AppKey};
+use super::quota::TenantLimits;
 use super::registry::{DeployError, Platform, check_asset_path};
 use super::store::{AppRecord, Refusal};
 
@@ -82,6 +84,8 @@ struct Rollback {
 #[serde(deny_unknown_fields)]
 struct NewTenant {
     name: String,
+    #[serde(default)]
+    limits: TenantLimits,
 }
 
 /// An admin answer that is not a success.
@@ -256,12 +260,20 @@ async fn route(platform: &Platform, request: Request<Incoming>) -> Answer {
         ("POST", ["v1", "tenants"]) => {
             let new: NewTenant = read_json(request).await?;
             names::check("tenant", &new.name).map_err(|e| Failure::invalid(e.to_string()))?;
-            platform.store.create_tenant(&new.name).await?;
+            new.limits.check().map_err(Failure::invalid)?;
+            platform.store.create_tenant(&new.name, &new.limits).await?;
             tracing::info!(tenant = %new.name, "tenant created");
             Ok((
                 StatusCode::CREATED,
-                json!({"name": new.name, "suspended": false}),
+                json!({"name": new.name, "suspended": false, "limits": new.limits}),
             ))
+        }
+        ("PUT", ["v1", "tenants", tenant, "limits"]) => {
+            let limits: TenantLimits = read_json(request).await?;
+            limits.check().map_err(Failure::invalid)?;
+            platform.store.set_limits(tenant, &limits).await?;
+            platform.reload_tenant(tenant).await;
+            Ok((StatusCode::OK, json!({"name": tenant, "limits": limits})))
         }
         ("POST", ["v1", "tenants", tenant, action @ ("suspend" | "resume")]) => {
             let suspended = *action == "suspend";
@@ -448,6 +460,7 @@ async fn deploy_app(platform: &Platform, key: AppKey, upload: AppUpload) -> Answ
         revision: 0,
         components,
         suspended: false,
+        limits: platform.store.limits_of(&key.tenant).await?,
     };
     let applied = platform
         .deploy(&candidate, || {

@@ -13,6 +13,7 @@
 pub mod admin;
 mod cleanup;
 pub mod names;
+pub mod quota;
 pub mod registry;
 pub mod store;
 

@@ -19,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::names::{AppKey, app_of_host};
+use super::quota::{Quota, TenantLimits};
 use super::store::{AppRecord, CHANNEL, Store};
 use crate::app::{App, Background, Owner, Runtime};
 use crate::manifest::{self, AppManifest};
@@ -37,6 +38,7 @@ enum Route {
 /// An app this host runs: what it was built from and its background tasks.
 struct Running {
     revision: i32,
+    limits: TenantLimits,
     background: Option<Background>,
 }
 
@@ -50,6 +52,8 @@ pub struct Platform {
     /// One lock per app, so changes to one app apply in turn while other
     /// apps change in parallel.
     locks: std::sync::Mutex<HashMap<AppKey, Arc<tokio::sync::Mutex<Option<Running>>>>>,
+    /// Each tenant's quota, shared by its apps, kept while its limits stay.
+    quotas: std::sync::Mutex<HashMap<String, (TenantLimits, Arc<Quota>)>>,
 }
 
 /// What a deployment or a reload did.
@@ -75,6 +79,7 @@ impl Platform {
             state_dir,
             routes: RwLock::default(),
             locks: std::sync::Mutex::default(),
+            quotas: std::sync::Mutex::default(),
         });
         // Listening first: a change committed while the apps load is applied
         // after them rather than missed.
@@ -142,7 +147,7 @@ impl Platform {
         let mut running = lock.lock().await;
         let app = self.build(candidate).await.map_err(DeployError::Invalid)?;
         let stored = commit().await.map_err(DeployError::Refused)?;
-        self.swap_in(&stored.key, &mut running, stored.revision, app);
+        self.swap_in(&stored.key, &mut running, &stored, app);
         Ok(Applied {
             revision: stored.revision,
             elapsed_ms: started.elapsed().as_millis() as u64,
@@ -180,12 +185,12 @@ impl Platform {
             Some(record) => {
                 if running
                     .as_ref()
-                    .is_some_and(|r| r.revision == record.revision)
+                    .is_some_and(|r| r.revision == record.revision && r.limits == record.limits)
                 {
                     return;
                 }
                 match self.build(&record).await {
-                    Ok(app) => self.swap_in(key, &mut running, record.revision, app),
+                    Ok(app) => self.swap_in(key, &mut running, &record, app),
                     Err(err) => tracing::error!(
                         app = %key,
                         revision = record.revision,
@@ -247,25 +252,50 @@ impl Platform {
     pub async fn build(&self, record: &AppRecord) -> Result<Arc<App>> {
         let manifest = self.materialize(record).await?;
         let variables = record.variables.clone();
-        App::load_owned(
-            self.runtime.clone(),
-            &manifest,
-            Owner::tenant(&record.key.tenant),
-            move |env| {
-                let name = env.strip_prefix("SPIN_VARIABLE_")?.to_ascii_lowercase();
-                variables.get(&name).cloned()
-            },
-        )
+        let owner = Owner {
+            limits: record.limits.clone(),
+            quota: Some(self.quota_of(&record.key.tenant, &record.limits)),
+            ..Owner::tenant(&record.key.tenant)
+        };
+        App::load_owned(self.runtime.clone(), &manifest, owner, move |env| {
+            let name = env.strip_prefix("SPIN_VARIABLE_")?.to_ascii_lowercase();
+            variables.get(&name).cloned()
+        })
         .await
     }
 
-    fn swap_in(&self, key: &AppKey, running: &mut Option<Running>, revision: i32, app: Arc<App>) {
+    /// The tenant's quota: the one its apps share, or a new one if its
+    /// limits changed (requests running keep the old until they end).
+    fn quota_of(&self, tenant: &str, limits: &TenantLimits) -> Arc<Quota> {
+        let mut quotas = self
+            .quotas
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match quotas.get(tenant) {
+            Some((known, quota)) if known == limits => quota.clone(),
+            _ => {
+                let quota = Arc::new(Quota::new(limits));
+                quotas.insert(tenant.to_owned(), (limits.clone(), quota.clone()));
+                quota
+            }
+        }
+    }
+
+    fn swap_in(
+        &self,
+        key: &AppKey,
+        running: &mut Option<Running>,
+        record: &AppRecord,
+        app: Arc<App>,
+    ) {
+        let revision = record.revision;
         // Consumers of the new app start before the old app's stop: a queue
         // is never without one, and each delivery is settled by one app.
         let background = app.start_background();
         self.routes_write().insert(key.clone(), Route::Serving(app));
         let previous = running.replace(Running {
             revision,
+            limits: record.limits.clone(),
             background: Some(background),
         });
         tracing::info!(app = %key, revision, "app serving");

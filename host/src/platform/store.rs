@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, Row as _};
 
 use super::names::AppKey;
+use super::quota::TenantLimits;
 
 /// The channel platform changes are announced on; the payload is
 /// `<tenant>/<app>` for one app, `<tenant>` for all of a tenant's.
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS trellis_platform.tenants (
     suspended boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE trellis_platform.tenants ADD COLUMN IF NOT EXISTS limits jsonb NOT NULL DEFAULT '{}';
 CREATE TABLE IF NOT EXISTS trellis_platform.blobs (
     digest text PRIMARY KEY,
     bytes bytea NOT NULL,
@@ -65,6 +67,7 @@ CREATE TABLE IF NOT EXISTS trellis_platform.active (
 pub struct Tenant {
     pub name: String,
     pub suspended: bool,
+    pub limits: TenantLimits,
     pub apps: Vec<String>,
 }
 
@@ -84,6 +87,8 @@ pub struct AppRecord {
     /// The active version of each component, with its digest.
     pub components: BTreeMap<String, Active>,
     pub suspended: bool,
+    /// The tenant's limits, which the app is built with.
+    pub limits: TenantLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -159,11 +164,12 @@ impl Store {
         &self.options
     }
 
-    pub async fn create_tenant(&self, name: &str) -> Result<(), Refusal> {
+    pub async fn create_tenant(&self, name: &str, limits: &TenantLimits) -> Result<(), Refusal> {
         let created = sqlx::query(
-            "INSERT INTO trellis_platform.tenants (name) VALUES ($1) ON CONFLICT DO NOTHING",
+            "INSERT INTO trellis_platform.tenants (name, limits) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(name)
+        .bind(sqlx::types::Json(limits))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -176,10 +182,11 @@ impl Store {
     pub async fn tenants(&self) -> Result<Vec<Tenant>, Refusal> {
         let rows = sqlx::query(
             "SELECT t.name, t.suspended,
-                    coalesce(array_agg(a.name ORDER BY a.name) FILTER (WHERE a.name IS NOT NULL), '{}')
+                    coalesce(array_agg(a.name ORDER BY a.name) FILTER (WHERE a.name IS NOT NULL), '{}'),
+                    t.limits
              FROM trellis_platform.tenants t
              LEFT JOIN trellis_platform.apps a ON a.tenant = t.name
-             GROUP BY t.name, t.suspended ORDER BY t.name",
+             GROUP BY t.name, t.suspended, t.limits ORDER BY t.name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -189,8 +196,39 @@ impl Store {
                 name: row.get(0),
                 suspended: row.get(1),
                 apps: row.get(2),
+                limits: row.get::<sqlx::types::Json<TenantLimits>, _>(3).0,
             })
             .collect())
+    }
+
+    /// A tenant's limits.
+    pub async fn limits_of(&self, name: &str) -> Result<TenantLimits, Refusal> {
+        let limits: Option<sqlx::types::Json<TenantLimits>> =
+            sqlx::query_scalar("SELECT limits FROM trellis_platform.tenants WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        limits
+            .map(|l| l.0)
+            .ok_or_else(|| Refusal::NoTenant(name.to_owned()))
+    }
+
+    /// Sets a tenant's limits; its hosts rebuild its apps with them.
+    pub async fn set_limits(&self, name: &str, limits: &TenantLimits) -> Result<(), Refusal> {
+        let mut tx = self.pool.begin().await?;
+        let changed =
+            sqlx::query("UPDATE trellis_platform.tenants SET limits = $2 WHERE name = $1")
+                .bind(name)
+                .bind(sqlx::types::Json(limits))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if changed == 0 {
+            return Err(Refusal::NoTenant(name.to_owned()));
+        }
+        notify(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Suspends or resumes a tenant; its hosts unload or reload its apps.
@@ -628,9 +666,10 @@ async fn read_app(conn: &mut PgConnection, key: &AppKey) -> Result<Option<AppRec
         sqlx::types::Json<BTreeMap<String, String>>,
         i32,
         bool,
+        sqlx::types::Json<TenantLimits>,
     );
     let row: Option<AppRow> = sqlx::query_as(
-        "SELECT a.manifest, a.assets, a.variables, a.revision, t.suspended
+        "SELECT a.manifest, a.assets, a.variables, a.revision, t.suspended, t.limits
          FROM trellis_platform.apps a JOIN trellis_platform.tenants t ON t.name = a.tenant
          WHERE a.tenant = $1 AND a.name = $2",
     )
@@ -638,7 +677,7 @@ async fn read_app(conn: &mut PgConnection, key: &AppKey) -> Result<Option<AppRec
     .bind(&key.app)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((manifest, assets, variables, revision, suspended)) = row else {
+    let Some((manifest, assets, variables, revision, suspended, limits)) = row else {
         return Ok(None);
     };
     let active: Vec<(String, i32, String)> = sqlx::query_as(
@@ -661,5 +700,6 @@ async fn read_app(conn: &mut PgConnection, key: &AppKey) -> Result<Option<AppRec
             .map(|(component, version, digest)| (component, Active { version, digest }))
             .collect(),
         suspended,
+        limits: limits.0,
     }))
 }

@@ -20,9 +20,26 @@ pub enum HostError {
     Internal,
     Unavailable(String),
     Timeout,
+    /// Over the tenant's limits; retry after this many seconds.
+    TooManyRequests(String, u64),
 }
 
 impl HostError {
+    /// The answer to a request over its tenant's limits.
+    pub fn over_quota(refused: crate::platform::quota::Refused) -> Self {
+        use crate::platform::quota::Refused;
+        match refused {
+            Refused::Rate(wait) => HostError::TooManyRequests(
+                "over the tenant's request rate; retry later".to_owned(),
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            ),
+            Refused::Concurrency => HostError::TooManyRequests(
+                "the tenant has as many requests running as it may; retry later".to_owned(),
+                1,
+            ),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             HostError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -32,6 +49,7 @@ impl HostError {
             HostError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             HostError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HostError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            HostError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -44,14 +62,16 @@ impl HostError {
             HostError::Internal => "internal",
             HostError::Unavailable(_) => "unavailable",
             HostError::Timeout => "timeout",
+            HostError::TooManyRequests(..) => "rate_limited",
         }
     }
 
     fn message(&self) -> String {
         match self {
-            HostError::BadRequest(msg) | HostError::NotFound(msg) | HostError::Unavailable(msg) => {
-                msg.clone()
-            }
+            HostError::BadRequest(msg)
+            | HostError::NotFound(msg)
+            | HostError::Unavailable(msg)
+            | HostError::TooManyRequests(msg, _) => msg.clone(),
             HostError::MethodNotAllowed(allow) => format!("this route allows only {allow}"),
             HostError::PayloadTooLarge(limit) => {
                 format!("request body is larger than the limit of {limit} bytes")
@@ -76,6 +96,9 @@ impl HostError {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        if let HostError::TooManyRequests(_, secs) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
     }

@@ -35,6 +35,12 @@ pub(crate) async fn invoke(
         return Err(HostError::Internal);
     };
     let runtime = &app.runtime;
+    // A tenant at its concurrency limit is told so at once (429): waiting
+    // would only hold its clients' connections longer.
+    let tenant_permit = match &app.owner.quota {
+        Some(quota) => quota.instance().map_err(HostError::over_quota)?,
+        None => None,
+    };
     // Wait for capacity, but not forever: a bounded queue, then 503.
     let queue_deadline = deadline.min(Instant::now() + runtime.config.queue_timeout);
     let component_permit = match &component.concurrency {
@@ -59,7 +65,7 @@ pub(crate) async fn invoke(
 
     let id = component.id.clone();
     let task = tokio::spawn(async move {
-        let _held = (slot, component_permit);
+        let _held = (slot, component_permit, tenant_permit);
         let run = async {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy

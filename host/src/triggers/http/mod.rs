@@ -52,10 +52,16 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<HttpError>,
 {
-    match apps.resolve(request_host(&request)) {
-        Ok(app) => handle(app, client, request).await,
-        Err(err) => err.into_response(),
+    let app = match apps.resolve(request_host(&request)) {
+        Ok(app) => app,
+        Err(err) => return err.into_response(),
+    };
+    if let Some(quota) = &app.owner.quota
+        && let Err(refused) = quota.admit_request()
+    {
+        return HostError::over_quota(refused).into_response();
     }
+    handle(app, client, request).await
 }
 
 /// Handles one inbound request from `client`.
