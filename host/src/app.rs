@@ -122,6 +122,7 @@ impl Owner {
 }
 
 /// One component, ready to serve: compiled, linked, its settings resolved.
+#[derive(Clone)]
 pub struct AppComponent {
     pub id: Arc<str>,
     pub(crate) pre: Option<ProxyPre<RequestState>>,
@@ -141,6 +142,7 @@ pub struct AppComponent {
 }
 
 /// A directory made visible to the guest, read-only.
+#[derive(Clone)]
 pub(crate) struct Mount {
     pub host_path: PathBuf,
     pub guest_path: String,
@@ -274,6 +276,37 @@ impl App {
             broker,
             consumers,
             outboxes,
+            dispatch: Arc::new(crate::triggers::http::Chaining(this.clone())),
+        }))
+    }
+
+    /// This app with the code of some components replaced and everything
+    /// else kept: settings, managed databases, routes, consumers, relays.
+    /// What a deployment that changes only components' bytes needs: nothing
+    /// is provisioned or declared again.
+    pub fn with_code(self: &Arc<Self>, changed: HashMap<String, Linked>) -> Result<Arc<App>> {
+        let mut components = self.components.clone();
+        for (id, linked) in changed {
+            let old = components
+                .get(&id)
+                .with_context(|| format!("the app has no component `{id}`"))?;
+            let mut new = AppComponent::clone(old);
+            new.pre = linked.pre;
+            new.handler = linked.handler;
+            components.insert(id, Arc::new(new));
+        }
+        Ok(Arc::new_cyclic(|this| App {
+            name: self.name.clone(),
+            owner: self.owner.clone(),
+            runtime: self.runtime.clone(),
+            router: self.router.clone(),
+            components,
+            http_client: self.http_client.clone(),
+            serves_health: self.serves_health,
+            uses_database: self.uses_database,
+            broker: self.broker.clone(),
+            consumers: self.consumers.clone(),
+            outboxes: self.outboxes.clone(),
             dispatch: Arc::new(crate::triggers::http::Chaining(this.clone())),
         }))
     }
@@ -475,7 +508,7 @@ pub struct Linked {
 
 /// Compiles `component` (or takes it from the cache) and links it: fails,
 /// naming the import, when it needs an interface the host does not provide.
-async fn prepare(runtime: &Arc<Runtime>, component: &manifest::Component) -> Result<Linked> {
+pub async fn prepare(runtime: &Arc<Runtime>, component: &manifest::Component) -> Result<Linked> {
     let source = component.source.clone();
     let wasm = tokio::fs::read(&source)
         .await
