@@ -58,7 +58,10 @@ impl Default for RuntimeConfig {
             queue_timeout: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
             cache_dir: default_cache_dir(),
-            epoch_tick: Duration::from_millis(10),
+            // How long a guest runs before it yields to other tasks (and its
+            // deadline and CPU budget are checked): short, so a busy guest
+            // delays others by at most about this much.
+            epoch_tick: Duration::from_millis(1),
             database: DatabaseConfig::default(),
             amqp_url: DEFAULT_AMQP_URL.to_string(),
         }

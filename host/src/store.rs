@@ -44,12 +44,21 @@ pub fn new_store(
         RequestState::new(app, component, deadline),
     );
     store.limiter(|state| &mut state.limits);
+    let quota = app.owner.quota.clone();
     store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::Yield(1)
-        })
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        // A tenant over its CPU budget pauses here (never past its deadline).
+        if let Some(pause) = quota.as_ref().and_then(|q| q.cpu_tick()) {
+            let pause = pause.min(deadline - now);
+            return Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::time::sleep(pause)),
+            ));
+        }
+        Ok(UpdateDeadline::Yield(1))
     });
     store.set_epoch_deadline(1);
     store

@@ -48,6 +48,9 @@ pub struct LimitFlags {
     /// Public requests per second across the tenant's apps (then 429).
     #[arg(long)]
     pub requests_per_second: Option<u32>,
+    /// CPU its guests may use, in thousandths of a core (then they pause).
+    #[arg(long)]
+    pub cpu_millicores: Option<u32>,
 }
 
 impl LimitFlags {
@@ -65,6 +68,7 @@ impl LimitFlags {
             "requests_per_second",
             self.requests_per_second.map(u64::from),
         );
+        set("cpu_millicores", self.cpu_millicores.map(u64::from));
         Value::Object(limits)
     }
 }

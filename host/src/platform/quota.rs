@@ -28,6 +28,11 @@ pub struct TenantLimits {
     /// the same number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<u32>,
+    /// CPU time its guests may run per second, in thousandths of a core,
+    /// across all its instances: a guest over it is paused at its next
+    /// epoch tick until the budget refills (like a cgroup's `cpu.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millicores: Option<u32>,
 }
 
 impl TenantLimits {
@@ -70,6 +75,8 @@ pub enum Refused {
 pub struct Quota {
     instances: Option<Arc<Semaphore>>,
     rate: Option<DefaultDirectRateLimiter>,
+    /// One cell per epoch tick of guest execution.
+    cpu: Option<DefaultDirectRateLimiter>,
 }
 
 impl std::fmt::Debug for Quota {
@@ -80,13 +87,26 @@ impl std::fmt::Debug for Quota {
                 &self.instances.as_ref().map(|s| s.available_permits()),
             )
             .field("rate", &self.rate.is_some())
+            .field("cpu", &self.cpu.is_some())
             .finish()
     }
 }
 
 impl Quota {
-    pub fn new(limits: &TenantLimits) -> Self {
+    /// `tick`: the engine's epoch tick, the unit CPU time is counted in.
+    pub fn new(limits: &TenantLimits, tick: Duration) -> Self {
+        let tick_us = tick.as_micros().max(1);
         Self {
+            cpu: limits.cpu_millicores.and_then(|millicores| {
+                // Ticks per second the budget allows, and a burst of a tenth
+                // of a second's worth.
+                let per_second = (u128::from(millicores) * 1000 / tick_us).max(1);
+                let per_second = NonZeroU32::new(u32::try_from(per_second).unwrap_or(u32::MAX))?;
+                let burst = NonZeroU32::new((per_second.get() / 10).max(1))?;
+                Some(RateLimiter::direct(
+                    Rate::per_second(per_second).allow_burst(burst),
+                ))
+            }),
             instances: limits
                 .max_concurrency
                 .map(|n| Arc::new(Semaphore::new(n as usize))),
@@ -105,6 +125,15 @@ impl Quota {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Accounts one epoch tick of a guest's execution: `None` to go on, or
+    /// how long to pause it for the budget to refill.
+    pub fn cpu_tick(&self) -> Option<Duration> {
+        let cpu = self.cpu.as_ref()?;
+        cpu.check()
+            .err()
+            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// A permit for one instance, held while it lives.
@@ -126,10 +155,13 @@ mod tests {
 
     #[test]
     fn the_rate_allows_a_burst_then_says_how_long_to_wait() {
-        let quota = Quota::new(&TenantLimits {
-            requests_per_second: Some(3),
-            ..TenantLimits::default()
-        });
+        let quota = Quota::new(
+            &TenantLimits {
+                requests_per_second: Some(3),
+                ..TenantLimits::default()
+            },
+            Duration::from_millis(1),
+        );
         for _ in 0..3 {
             assert_eq!(quota.admit_request(), Ok(()));
         }
@@ -141,15 +173,35 @@ mod tests {
 
     #[test]
     fn instances_are_counted_while_held() {
-        let quota = Quota::new(&TenantLimits {
-            max_concurrency: Some(1),
-            ..TenantLimits::default()
-        });
+        let quota = Quota::new(
+            &TenantLimits {
+                max_concurrency: Some(1),
+                ..TenantLimits::default()
+            },
+            Duration::from_millis(1),
+        );
         let held = quota.instance().expect("first");
         assert!(held.is_some());
         assert_eq!(quota.instance().err(), Some(Refused::Concurrency));
         drop(held);
         assert!(quota.instance().expect("after release").is_some());
+    }
+
+    #[test]
+    fn the_cpu_budget_pauses_a_guest_once_spent() {
+        // 100 millicores at 1 ms ticks: 100 ticks a second, bursts of 10.
+        let quota = Quota::new(
+            &TenantLimits {
+                cpu_millicores: Some(100),
+                ..TenantLimits::default()
+            },
+            Duration::from_millis(1),
+        );
+        for _ in 0..10 {
+            assert_eq!(quota.cpu_tick(), None);
+        }
+        let pause = quota.cpu_tick().expect("a pause once the burst is spent");
+        assert!(pause <= Duration::from_millis(10), "{pause:?}");
     }
 
     #[test]

@@ -304,7 +304,7 @@ impl Platform {
         match quotas.get(tenant) {
             Some((known, quota)) if known == limits => quota.clone(),
             _ => {
-                let quota = Arc::new(Quota::new(limits));
+                let quota = Arc::new(Quota::new(limits, self.runtime.config.epoch_tick));
                 quotas.insert(tenant.to_owned(), (limits.clone(), quota.clone()));
                 quota
             }
