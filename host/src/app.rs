@@ -54,6 +54,8 @@ pub struct Runtime {
     pub databases: Arc<Databases>,
     /// Broker connections shared by every app, one per address.
     pub brokers: Brokers,
+    /// The one listener that wakes every outbox relay.
+    pub(crate) outbox_wakeups: Arc<crate::outbox::Wakeups>,
     _ticker: EpochTicker,
 }
 
@@ -65,7 +67,9 @@ impl Runtime {
         let linker = store::linker(&engine)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         let databases = Databases::new(config.database.clone())?;
+        let outbox_wakeups = crate::outbox::Wakeups::new(databases.admin.clone());
         Ok(Arc::new(Self {
+            outbox_wakeups,
             databases,
             brokers: Brokers::default(),
             linker,
@@ -340,6 +344,7 @@ impl App {
                 relays.push(tokio::spawn(crate::outbox::run(
                     outbox.clone(),
                     broker.clone(),
+                    self.runtime.outbox_wakeups.clone(),
                 )));
             }
         }

@@ -4,10 +4,13 @@
 //! A managed database declared with `outbox = true` gets a table
 //! `_trellis_outbox` in its schema (see [`create`]); the component inserts a
 //! row in the transaction that changes its data, so the event exists exactly
-//! when the change does. The relay ([`run`]), which `LISTEN`s as the
-//! component's own role, locks a batch of rows (`FOR UPDATE SKIP LOCKED`, so
-//! replicas sharing the database split the work), publishes them with
-//! confirms and deletes them in the same transaction. A crash between commit
+//! when the change does. The relay ([`run`]), as the component's own role,
+//! locks a batch of rows (`FOR UPDATE SKIP LOCKED`, so replicas sharing the
+//! database split the work), publishes them with confirms and deletes them in
+//! the same transaction. One `LISTEN` connection per host ([`Wakeups`])
+//! wakes the relays of the schema a notification names, and a relay holds a
+//! connection of its own only while rows keep coming ([`IDLE_CONNECTION`]):
+//! a thousand quiet outboxes cost one connection, not two thousand. A crash between commit
 //! and publish leaves the rows in place; the relay drains them when it
 //! starts. A row is never deleted before the broker confirmed it, so delivery
 //! is at least once; consumers deduplicate on `message_id`, which the row
@@ -41,8 +44,11 @@
 //! died while awake (its replicas learn of rows it silenced only then) and for
 //! a lost listener; it never polls while the table is quiet.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
 
 use anyhow::{Context as _, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -63,6 +69,12 @@ const RESTART_MIN: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(5);
 /// A sweep even without notifications, as a backstop.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a relay keeps its connection after the last row it relayed.
+const IDLE_CONNECTION: Duration = Duration::from_secs(5);
+/// `application_name` of the relays' and the listener's connections, so an
+/// operator (or a test) can tell them apart in `pg_stat_activity`.
+pub const RELAY_APPLICATION: &str = "trellis outbox relay";
+pub const LISTENER_APPLICATION: &str = "trellis outbox listener";
 /// First keys of the two advisory locks (the second key is the table's oid)
 /// that tell writers whether a relay is awake; see the module's notes.
 /// ("trlA", "trlB": unlike the single-key locks of migrations.)
@@ -126,14 +138,17 @@ pub struct Outbox {
 }
 
 /// Relays `outbox` for as long as the app runs.
-pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>) {
+pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>, wakeups: Arc<Wakeups>) {
+    // Subscribed (and the shared listener listening) before the first
+    // drain: a commit after this is either drained or notified.
+    let wake = wakeups.subscribe(&outbox.schema).await;
     // While the database is away the relay retries ever less often (1 s
     // doubling to 5 s), so an outage does not flood the log, and resumes
     // within seconds of the database coming back.
     let mut backoff = RESTART_MIN;
     loop {
         let started = tokio::time::Instant::now();
-        if let Err(err) = relay(&outbox, &broker).await {
+        if let Err(err) = relay(&outbox, &broker, &wake).await {
             if started.elapsed() > RESTART_MAX * 2 {
                 backoff = RESTART_MIN;
             }
@@ -149,68 +164,181 @@ pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>) {
     }
 }
 
-async fn relay(outbox: &Outbox, broker: &Broker) -> Result<()> {
-    // One connection drains, one listens (a pool of one, as PgListener wants).
-    let conn = outbox
-        .options
-        .connect()
-        .await
-        .context("connecting to the outbox's database")?;
-    let listening = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(outbox.options.clone());
-    let mut listener = PgListener::connect_with(&listening).await?;
-    // Listening before the first drain: a commit after it is either drained
-    // or notified.
-    listener.listen(CHANNEL).await?;
-    let mut relay = Relay {
-        outbox,
-        broker,
-        table: 0,
-        conn,
-        declared_on: None,
-    };
-    relay.table = sqlx::query_scalar("SELECT '_trellis_outbox'::regclass::oid::int")
-        .fetch_one(&mut relay.conn)
-        .await
-        .context("finding _trellis_outbox")?;
+async fn relay(outbox: &Outbox, broker: &Broker, wake: &Notify) -> Result<()> {
+    let mut declared_on = None;
     loop {
-        // Awake: writers stay quiet while this relay drains. Another relay
-        // may hold the lock; this one drains all the same.
-        let awake = relay.try_lock(AWAKE_LOCK).await?;
-        relay.drain_all().await?;
-        if awake {
-            relay.unlock(AWAKE_LOCK).await?;
-        }
-        if !relay.try_lock(BARRIER_LOCK).await? {
-            // Writers that found this relay awake have not finished: their
-            // rows are not visible yet, and they will not notify.
-            tokio::time::sleep(COALESCE).await;
-            continue;
-        }
-        relay.unlock(BARRIER_LOCK).await?;
-        // Everyone who found the relay awake has committed or gone.
-        if relay.drain_all().await? > 0 {
-            continue;
-        }
-        // Sleep until a commit in this schema (or the backstop sweep). A
-        // notification that arrived while draining may be for a commit the
-        // drain did not see, so none is discarded: at worst a wake-up finds
-        // nothing.
-        let deadline = tokio::time::Instant::now() + SWEEP_INTERVAL;
+        // A connection for as long as rows keep coming; none while idle, so
+        // a thousand quiet outboxes hold no connection between them.
+        let conn = outbox
+            .options
+            .clone()
+            .application_name(RELAY_APPLICATION)
+            .connect()
+            .await
+            .context("connecting to the outbox's database")?;
+        let mut relay = Relay {
+            outbox,
+            broker,
+            table: 0,
+            conn,
+            declared_on,
+        };
+        relay.table = sqlx::query_scalar("SELECT '_trellis_outbox'::regclass::oid::int")
+            .fetch_one(&mut relay.conn)
+            .await
+            .context("finding _trellis_outbox")?;
+        let mut last_rows = tokio::time::Instant::now();
         loop {
-            match tokio::time::timeout_at(deadline, listener.recv()).await {
-                Ok(Ok(notification)) if notification.payload() == outbox.schema => {
-                    // Under load commits come in streams: let a few more
-                    // land so one batch carries them, rather than one
-                    // transaction per commit.
-                    tokio::time::sleep(COALESCE).await;
-                    break;
-                }
-                Ok(Ok(_)) => continue,
-                Ok(Err(err)) => return Err(err).context("listening for outbox notifications"),
-                Err(_) => break,
+            // Awake: writers stay quiet while this relay drains. Another
+            // relay may hold the lock; this one drains all the same.
+            let awake = relay.try_lock(AWAKE_LOCK).await?;
+            if relay.drain_all().await? > 0 {
+                last_rows = tokio::time::Instant::now();
             }
+            if awake {
+                relay.unlock(AWAKE_LOCK).await?;
+            }
+            if !relay.try_lock(BARRIER_LOCK).await? {
+                // Writers that found this relay awake have not finished:
+                // their rows are not visible yet, and they will not notify.
+                tokio::time::sleep(COALESCE).await;
+                continue;
+            }
+            relay.unlock(BARRIER_LOCK).await?;
+            // Everyone who found the relay awake has committed or gone.
+            if relay.drain_all().await? > 0 {
+                last_rows = tokio::time::Instant::now();
+                continue;
+            }
+            // Asleep until a commit in this schema. A notification that
+            // came while draining may be for a commit the drain did not
+            // see: it stays stored in `wake`, and at worst a wake-up finds
+            // nothing.
+            tokio::select! {
+                () = wake.notified() => {
+                    // Under load commits come in streams: let a few more
+                    // land so one batch carries them.
+                    tokio::time::sleep(COALESCE).await;
+                }
+                () = tokio::time::sleep_until(last_rows + IDLE_CONNECTION) => break,
+            }
+        }
+        declared_on = relay.declared_on;
+        drop(relay);
+        // Idle: no connection until a commit, or the backstop sweep.
+        if tokio::time::timeout(SWEEP_INTERVAL, wake.notified())
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(COALESCE).await;
+        }
+    }
+}
+
+/// One `LISTEN` connection for every outbox in a database: each notification
+/// names a schema, and wakes that schema's relays.
+pub struct Wakeups {
+    options: PgConnectOptions,
+    relays: std::sync::Mutex<HashMap<String, Vec<Weak<Notify>>>>,
+    listening: watch::Sender<bool>,
+    listener: OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl Wakeups {
+    /// Listens as `options` (the admin connection: `LISTEN` needs no
+    /// privilege) once the first relay subscribes.
+    pub fn new(options: PgConnectOptions) -> Arc<Self> {
+        Arc::new(Self {
+            options,
+            relays: std::sync::Mutex::default(),
+            listening: watch::channel(false).0,
+            listener: OnceLock::new(),
+        })
+    }
+
+    /// A relay of `schema` subscribes; returns once the listener listens.
+    /// A notification for the schema stores a wake-up in the returned
+    /// `Notify` even while its relay is busy.
+    pub async fn subscribe(self: &Arc<Self>, schema: &str) -> Arc<Notify> {
+        let wake = Arc::new(Notify::new());
+        self.relays_lock()
+            .entry(schema.to_owned())
+            .or_default()
+            .push(Arc::downgrade(&wake));
+        self.listener
+            .get_or_init(|| tokio::spawn(self.clone().listen_forever()));
+        let mut listening = self.listening.subscribe();
+        let _ = listening.wait_for(|up| *up).await;
+        wake
+    }
+
+    async fn listen_forever(self: Arc<Self>) {
+        let mut backoff = RESTART_MIN;
+        loop {
+            match self.listen().await {
+                Ok(()) => backoff = RESTART_MIN,
+                Err(err) => {
+                    tracing::warn!(
+                        "outbox listener: {err:#}; retrying in {} s",
+                        backoff.as_secs()
+                    );
+                }
+            }
+            self.listening.send_replace(false);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RESTART_MAX);
+        }
+    }
+
+    async fn listen(&self) -> Result<()> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(self.options.clone().application_name(LISTENER_APPLICATION));
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        self.listening.send_replace(true);
+        // Whatever was committed while nobody listened.
+        self.wake_all();
+        loop {
+            match listener.try_recv().await? {
+                Some(notification) => self.wake(notification.payload()),
+                // Reconnected: notifications may have been lost meanwhile.
+                None => self.wake_all(),
+            }
+        }
+    }
+
+    fn wake(&self, schema: &str) {
+        let mut relays = self.relays_lock();
+        if let Some(waiting) = relays.get_mut(schema) {
+            waiting.retain(|relay| match relay.upgrade() {
+                Some(wake) => {
+                    wake.notify_one();
+                    true
+                }
+                None => false,
+            });
+        }
+    }
+
+    fn wake_all(&self) {
+        let schemas: Vec<String> = self.relays_lock().keys().cloned().collect();
+        for schema in schemas {
+            self.wake(&schema);
+        }
+    }
+
+    fn relays_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Weak<Notify>>>> {
+        self.relays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener.get() {
+            task.abort();
         }
     }
 }

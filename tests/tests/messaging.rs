@@ -472,6 +472,57 @@ async fn a_row_committed_while_the_relay_drains_goes_out_without_the_sweep() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_idle_relay_holds_no_connection_and_a_commit_wakes_it() {
+    let mq = Mq::start("mq_outbox_idle", "");
+    let db = &mq.db.name;
+    // `RELAY_APPLICATION` and `LISTENER_APPLICATION` of host/src/outbox.rs.
+    let connections = |application: &str| -> usize {
+        psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND application_name = '{application}'"
+            ),
+        )
+        .parse()
+        .expect("a count")
+    };
+    let insert = |id: &str| {
+        psql(
+            db,
+            &format!(
+                "INSERT INTO {SCHEMA}._trellis_outbox (routing_key, body, message_id) \
+                 VALUES ('work.idle', convert_to('{id}', 'UTF8'), '{id}')"
+            ),
+        );
+    };
+    insert("idle-1");
+    mq.wait_rows(1).await;
+    // Five seconds after its last row the relay lets its connection go;
+    // the one listener stays.
+    let started = Instant::now();
+    while connections("trellis outbox relay") > 0 {
+        assert!(
+            started.elapsed() < SETTLE,
+            "the idle relay kept its connection\n{}",
+            mq.trellis.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(connections("trellis outbox listener"), 1);
+    // A commit wakes it through the shared listener, well before the sweep.
+    let committed = Instant::now();
+    insert("idle-2");
+    let rows = mq.wait_rows(2).await;
+    assert!(
+        committed.elapsed() < Duration::from_secs(10),
+        "woken after {:?}",
+        committed.elapsed()
+    );
+    assert_eq!(rows[1]["message_id"], "idle-2", "{rows:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_message_without_id_gets_one() {
     let mq = Mq::start("mq_noid", "");
     mq.publish_json("work.plain", &json!({"k": 1})).await;
