@@ -18,3 +18,35 @@ parse() {
        /Non-2xx|Socket errors/ {bad=$0}
        END {if (bad != "") {print "wrk reported: " bad > "/dev/stderr"; exit 1}; print rps, p50, p99}'
 }
+
+# A fresh database $DB and RabbitMQ vhost $VHOST (whatever a previous run
+# left is dropped first), a work directory $work, and on exit: the processes
+# in `pids` stopped, the vhost and the work directory removed.
+fresh_services() {
+  work=$(mktemp -d)
+  pids=()
+  trap cleanup EXIT
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+  rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
+  rabbitmqctl -q add_vhost "$VHOST" >/dev/null
+  rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+}
+
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+
+# Starts `trellis serve` on $PORT (admin API on $ADMIN) over $DB and $VHOST,
+# and waits until it announces its admin API.
+start_platform() {
+  target/release/trellis serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" \
+    --database-url "postgres://postgres@127.0.0.1:5432/$DB" \
+    --amqp-url "amqp://guest:guest@127.0.0.1:5672/$VHOST" \
+    --cache-dir "$work/cache" --state-dir "$work/state" >"$work/out" 2>"$work/err" &
+  pids+=($!)
+  for _ in $(seq 1 200); do grep -q "^Admin API" "$work/out" 2>/dev/null && return 0; sleep 0.1; done
+  echo "trellis serve did not start:" >&2; cat "$work/err" >&2; exit 1
+}

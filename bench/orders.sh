@@ -36,20 +36,7 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 cargo build --release -p trellis -p order-burst
 cargo build --release --target wasm32-wasip2 -p user -p order -p payment -p hello
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
-rabbitmqctl -q add_vhost "$VHOST" >/dev/null
-rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+fresh_services
 
 target/release/trellis up -f spin.toml --listen "127.0.0.1:$PORT" \
   --database-url "$ADMIN_URL" --amqp-url "amqp://guest:guest@127.0.0.1:5672/$VHOST" \

@@ -29,27 +29,9 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 cargo build --release -p trellis
 cargo build --release --target wasm32-wasip2 -p testbed
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+fresh_services
 
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
-rabbitmqctl -q add_vhost "$VHOST" >/dev/null
-rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
-
-target/release/trellis serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN" \
-  --database-url "postgres://postgres@127.0.0.1:5432/$DB" \
-  --amqp-url "amqp://guest:guest@127.0.0.1:5672/$VHOST" \
-  --cache-dir "$work/cache" --state-dir "$work/state" >"$work/out" 2>"$work/err" &
-pids+=($!)
-for _ in $(seq 1 200); do grep -q "^Admin API" "$work/out" 2>/dev/null && break; sleep 0.1; done
+start_platform
 
 mkdir -p "$work/app"
 cat > "$work/app/spin.toml" <<TOML

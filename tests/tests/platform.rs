@@ -89,6 +89,31 @@ impl Host {
         stdout
     }
 
+    /// `trellis deploy` of the app in `app` to `tenant`; its stdout.
+    fn deploy(&self, tenant: &str, app: &AppDir) -> String {
+        self.cli(&[
+            "deploy",
+            "--tenant",
+            tenant,
+            "-f",
+            &app.manifest().display().to_string(),
+        ])
+    }
+
+    /// `trellis deploy --component` of one component's Wasm; its stdout.
+    fn deploy_component(&self, tenant: &str, app: &str, component: &str, wasm: &str) -> String {
+        self.cli(&[
+            "deploy",
+            "--tenant",
+            tenant,
+            "--app",
+            app,
+            "--component",
+            component,
+            wasm,
+        ])
+    }
+
     /// Like [`Host::cli`], for a command that must fail; its stderr.
     fn cli_fails(&self, args: &[&str]) -> String {
         let admin_url = self.admin_url();
@@ -316,13 +341,7 @@ async fn deploying_one_component_under_load_fails_no_request() {
     let host = Arc::new(env.host());
     let app = shop_app();
     host.cli(&["tenant", "create", "acme"]);
-    host.cli(&[
-        "deploy",
-        "--tenant",
-        "acme",
-        "-f",
-        &app.manifest().display().to_string(),
-    ]);
+    host.deploy("acme", &app);
     let shop = "shop.acme.localhost";
     let user = host
         .post(
@@ -384,16 +403,7 @@ async fn deploying_one_component_under_load_fails_no_request() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let work = tempfile::tempdir().expect("work dir");
     let order_v2 = variant(&guest("order"), "v2", work.path());
-    let out = host.cli(&[
-        "deploy",
-        "--tenant",
-        "acme",
-        "--app",
-        "shop",
-        "--component",
-        "order",
-        &order_v2.display().to_string(),
-    ]);
+    let out = host.deploy_component("acme", "shop", "order", &order_v2.display().to_string());
     assert!(out.contains("order: version 2"), "{out}");
     tokio::time::sleep(Duration::from_secs(7)).await;
     stop.store(true, Ordering::Relaxed);
@@ -440,13 +450,7 @@ async fn a_new_version_takes_over_and_rollback_brings_the_old_back() {
     let host = env.host();
     host.cli(&["tenant", "create", "acme"]);
     let v1 = greeter("hello");
-    host.cli(&[
-        "deploy",
-        "--tenant",
-        "acme",
-        "-f",
-        &v1.manifest().display().to_string(),
-    ]);
+    host.deploy("acme", &v1);
     let site = "greeter.acme.localhost";
     let say = async || {
         let response = host
@@ -458,16 +462,7 @@ async fn a_new_version_takes_over_and_rollback_brings_the_old_back() {
     assert_eq!(say().await, "Hello, world!\n");
 
     let testbed = guest("testbed").display().to_string();
-    host.cli(&[
-        "deploy",
-        "--tenant",
-        "acme",
-        "--app",
-        "greeter",
-        "--component",
-        "web",
-        &testbed,
-    ]);
+    host.deploy_component("acme", "greeter", "web", &testbed);
     // The deploy answered once the new version was routed: no waiting.
     assert_ne!(say().await, "Hello, world!\n");
 
@@ -506,13 +501,7 @@ async fn hosts_share_deployments_and_a_restarted_host_restores_them() {
     let second = env.host();
     first.cli(&["tenant", "create", "acme"]);
     let v1 = greeter("hello");
-    first.cli(&[
-        "deploy",
-        "--tenant",
-        "acme",
-        "-f",
-        &v1.manifest().display().to_string(),
-    ]);
+    first.deploy("acme", &v1);
     let site = "greeter.acme.localhost";
     let body = async |host: &Host| {
         let response = host
@@ -531,16 +520,7 @@ async fn hosts_share_deployments_and_a_restarted_host_restores_them() {
     eprintln!("deployment reached the second host after {took:?}");
 
     let testbed = guest("testbed").display().to_string();
-    first.cli(&[
-        "deploy",
-        "--tenant",
-        "acme",
-        "--app",
-        "greeter",
-        "--component",
-        "web",
-        &testbed,
-    ]);
+    first.deploy_component("acme", "greeter", "web", &testbed);
     let took = wait_for("second host serves version 2", async || {
         let (status, text) = body(&second).await;
         status == 200 && text != "Hello, world!\n"
@@ -562,13 +542,7 @@ async fn invalid_uploads_are_refused_and_change_nothing() {
     let host = env.host();
     host.cli(&["tenant", "create", "acme"]);
     let good = greeter("hello");
-    host.cli(&[
-        "deploy",
-        "--tenant",
-        "acme",
-        "-f",
-        &good.manifest().display().to_string(),
-    ]);
+    host.deploy("acme", &good);
     let site = "greeter.acme.localhost";
 
     // Not a component.
@@ -665,13 +639,7 @@ async fn deleting_a_tenant_removes_its_routes_data_and_queues() {
     let app = shop_app();
     // A tenant name no other test uses: roles are cluster-wide.
     host.cli(&["tenant", "create", "doomed"]);
-    host.cli(&[
-        "deploy",
-        "--tenant",
-        "doomed",
-        "-f",
-        &app.manifest().display().to_string(),
-    ]);
+    host.deploy("doomed", &app);
     let shop = "shop.doomed.localhost";
     assert_eq!(
         host.post(
@@ -778,13 +746,7 @@ async fn a_tenant_cannot_reach_another_tenants_data_or_messages() {
     let probe = probe_app();
     for (tenant, app) in [("acme", &shop), ("evil", &probe)] {
         host.cli(&["tenant", "create", tenant]);
-        host.cli(&[
-            "deploy",
-            "--tenant",
-            tenant,
-            "-f",
-            &app.manifest().display().to_string(),
-        ]);
+        host.deploy(tenant, app);
     }
     let (acme, evil) = ("shop.acme.localhost", "probe.evil.localhost");
     let user = host
@@ -954,13 +916,7 @@ async fn a_tenant_over_its_limits_gets_429_and_its_neighbour_does_not() {
     host.cli(&["tenant", "create", "roomy"]);
     let app = greeter("testbed");
     for tenant in ["tiny", "roomy"] {
-        host.cli(&[
-            "deploy",
-            "--tenant",
-            tenant,
-            "-f",
-            &app.manifest().display().to_string(),
-        ]);
+        host.deploy(tenant, &app);
     }
     let (tiny, roomy) = ("greeter.tiny.localhost", "greeter.roomy.localhost");
 
