@@ -314,20 +314,12 @@ async fn route(platform: &Platform, request: Request<Incoming>) -> Answer {
         }
         ("GET", ["v1", "tenants", tenant, "apps", app]) => {
             let key = AppKey::new(tenant, app);
-            let record = platform
-                .store
-                .app(&key)
-                .await?
-                .ok_or_else(|| Refusal::NoApp(key.clone()))?;
+            let record = stored_app(platform, &key).await?;
             Ok((StatusCode::OK, app_json(&record)))
         }
         ("GET", ["v1", "tenants", tenant, "apps", app, "versions"]) => {
             let key = AppKey::new(tenant, app);
-            platform
-                .store
-                .app(&key)
-                .await?
-                .ok_or_else(|| Refusal::NoApp(key.clone()))?;
+            stored_app(platform, &key).await?;
             let versions = platform.store.versions(&key).await?;
             Ok((StatusCode::OK, json!({"versions": versions})))
         }
@@ -375,11 +367,7 @@ async fn route(platform: &Platform, request: Request<Incoming>) -> Answer {
             let key = AppKey::new(tenant, app);
             let component = (*component).to_owned();
             let rollback: Rollback = read_json_or_empty(request).await?;
-            let current = platform
-                .store
-                .app(&key)
-                .await?
-                .ok_or_else(|| Refusal::NoApp(key.clone()))?;
+            let current = stored_app(platform, &key).await?;
             let active = current
                 .components
                 .get(&component)
@@ -392,7 +380,7 @@ async fn route(platform: &Platform, request: Request<Incoming>) -> Answer {
             let candidate = platform.store.app_with(&key, &component, &digest).await?;
             let applied = platform
                 .deploy(&candidate, || {
-                    platform.store.rollback(&key, &component, Some(target))
+                    platform.store.rollback(&key, &component, target)
                 })
                 .await?;
             applied_json(platform, &key, applied).await
@@ -404,6 +392,15 @@ async fn route(platform: &Platform, request: Request<Incoming>) -> Answer {
         )),
         _ => Err(Failure::not_found(format!("no admin route {path}"))),
     }
+}
+
+/// The app as stored, or `404`.
+async fn stored_app(platform: &Platform, key: &AppKey) -> Result<AppRecord, Failure> {
+    Ok(platform
+        .store
+        .app(key)
+        .await?
+        .ok_or_else(|| Refusal::NoApp(key.clone()))?)
 }
 
 fn app_key(tenant: &str, app: &str) -> Result<AppKey, Failure> {
@@ -551,11 +548,7 @@ async fn applied_json(
     key: &AppKey,
     applied: super::registry::Applied,
 ) -> Answer {
-    let record = platform
-        .store
-        .app(key)
-        .await?
-        .ok_or_else(|| Refusal::NoApp(key.clone()))?;
+    let record = stored_app(platform, key).await?;
     let mut body = app_json(&record);
     body["applied"] = json!(applied);
     Ok((StatusCode::OK, body))

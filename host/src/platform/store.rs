@@ -426,53 +426,27 @@ impl Store {
         Ok(record)
     }
 
-    /// Makes `version` of a component active again; `None` means the one
-    /// before the active one.
+    /// Makes a kept `version` of a component active again.
     pub async fn rollback(
         &self,
         key: &AppKey,
         component: &str,
-        version: Option<i32>,
+        version: i32,
     ) -> Result<AppRecord, Refusal> {
         let mut tx = self.pool.begin().await?;
         lock_app(&mut tx, key).await?;
         if !has_component(&mut tx, key, component).await? {
             return Err(Refusal::NoComponent(key.clone(), component.to_owned()));
         }
-        let target: Option<i32> = match version {
-            Some(version) => {
-                sqlx::query_scalar(
-                    "SELECT version FROM trellis_platform.versions
-                 WHERE tenant = $1 AND app = $2 AND component = $3 AND version = $4",
-                )
-                .bind(&key.tenant)
-                .bind(&key.app)
-                .bind(component)
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?
-            }
-            None => {
-                sqlx::query_scalar(
-                    "SELECT max(v.version) FROM trellis_platform.versions v
-                 JOIN trellis_platform.active a USING (tenant, app, component)
-                 WHERE v.tenant = $1 AND v.app = $2 AND v.component = $3 AND v.version < a.version",
-                )
-                .bind(&key.tenant)
-                .bind(&key.app)
-                .bind(component)
-                .fetch_one(&mut *tx)
-                .await?
-            }
-        };
-        let Some(target) = target else {
-            return Err(Refusal::NoVersion(
-                key.clone(),
-                component.to_owned(),
-                version.unwrap_or(0),
-            ));
-        };
-        set_active(&mut tx, key, component, target).await?;
+        // The version's existence is the foreign key's to check.
+        set_active(&mut tx, key, component, version)
+            .await
+            .map_err(|err| match err {
+                Refusal::Database(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                    Refusal::NoVersion(key.clone(), component.to_owned(), version)
+                }
+                other => other,
+            })?;
         bump(&mut tx, key).await?;
         let record = finish(&mut tx, key).await?;
         tx.commit().await?;
