@@ -75,7 +75,8 @@ pub struct LimitArgs {
     /// Most bytes of values one query may return to a component.
     #[arg(long, env = "TRELLIS_MAX_RESULT_BYTES", default_value_t = 16 << 20)]
     pub max_result_bytes: usize,
-    /// Database connections components hold at once, across all pools.
+    /// Database connections open at once across all pools, idle ones
+    /// included; at the cap the one idle longest is closed to make room.
     #[arg(long, env = "TRELLIS_MAX_DB_CONNECTIONS", default_value_t = 64)]
     pub max_db_connections: u32,
     /// Connections each pool (server, database, role) keeps open, idle included.

@@ -2,7 +2,7 @@
 //!
 //! - [`Databases`] (process-wide): connection pools keyed by server, database
 //!   and role, opened lazily, idle connections closed, and one cap on open
-//!   connections across all pools.
+//!   connections across all pools, idle ones included (see [`pool`]).
 //! - [`ComponentDatabases`] (per component, built at load): its managed
 //!   databases (see [`managed`]) and its outbound allow-list.
 //! - [`Connection`] (per guest resource): holds one pooled connection for its
@@ -17,13 +17,12 @@ pub mod pool;
 pub mod query;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use sqlx::Executor as _;
 use sqlx::postgres::PgConnectOptions;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::allowed_hosts::AllowedHosts;
@@ -45,12 +44,13 @@ pub struct DatabaseConfig {
     pub max_rows: usize,
     /// Most bytes of values one query may return. Example: 16 MiB.
     pub max_result_bytes: usize,
-    /// Connections components hold at once, across all pools. Example: 64.
+    /// Connections open at once across all pools, idle ones included: what
+    /// this host may take of the server's `max_connections`. At the cap, a
+    /// pool that needs one more closes the connection idle longest anywhere.
+    /// Example: 64.
     pub max_connections: u32,
     /// Connections one pool (one server, database and role) keeps open,
-    /// idle ones included. Idle connections close after 30 s; until then
-    /// they count against the server's `max_connections`, so this times the
-    /// number of databases in use must stay under it. Example: 16.
+    /// idle ones included; idle ones close after 30 s. Example: 16.
     pub max_pool_connections: u32,
     /// How long `open` waits for a connection (a server that is down fails
     /// faster: connection refused). Example: 2 s.
@@ -99,8 +99,7 @@ impl PoolKey {
 pub struct Databases {
     pub config: DatabaseConfig,
     pub admin: PgConnectOptions,
-    pools: Mutex<HashMap<PoolKey, Arc<pool::Pool>>>,
-    open_connections: Arc<Semaphore>,
+    pools: pool::Pools<PoolKey>,
     limits: Limits,
 }
 
@@ -112,8 +111,11 @@ impl Databases {
             .context("--database-url is not a valid postgres:// URL")?;
         let this = Arc::new(Self {
             admin,
-            pools: Mutex::new(HashMap::new()),
-            open_connections: Arc::new(Semaphore::new(config.max_connections as usize)),
+            pools: pool::Pools::new(
+                config.max_connections,
+                config.max_pool_connections,
+                IDLE_TIMEOUT,
+            ),
             limits: Limits {
                 max_rows: config.max_rows,
                 max_bytes: config.max_result_bytes,
@@ -138,23 +140,17 @@ impl Databases {
 
     /// The pool for `options`, created (without connecting) on first use.
     fn pool(&self, options: &PgConnectOptions) -> Arc<pool::Pool> {
-        let key = PoolKey::of(options);
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools
-            .entry(key)
-            .or_insert_with(|| {
-                let timeout_ms = self.config.statement_timeout.as_millis().to_string();
-                pool::Pool::new(
-                    options
-                        .clone()
-                        .options([("statement_timeout", timeout_ms.as_str())]),
-                    self.config
-                        .max_pool_connections
-                        .min(self.config.max_connections),
-                    IDLE_TIMEOUT,
-                )
-            })
-            .clone()
+        self.pools.pool(PoolKey::of(options), || {
+            let timeout_ms = self.config.statement_timeout.as_millis().to_string();
+            options
+                .clone()
+                .options([("statement_timeout", timeout_ms.as_str())])
+        })
+    }
+
+    /// Connections open across all pools, idle ones included.
+    pub fn open_connections(&self) -> usize {
+        self.pools.open_count()
     }
 
     /// Closes idle connections past their time, every few seconds, for as
@@ -170,16 +166,7 @@ impl Databases {
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
-                let pools: Vec<_> = this
-                    .pools
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .cloned()
-                    .collect();
-                for pool in pools {
-                    pool.reap();
-                }
+                this.pools.reap();
             }
         });
     }
@@ -189,7 +176,7 @@ impl Databases {
         let deadline = Instant::now() + Duration::from_secs(1);
         let check = async {
             let pool = self.pool(&self.admin);
-            let mut conn = pool.acquire(deadline).await.ok()?;
+            let mut conn = self.pools.acquire(&pool, deadline).await.ok()?;
             let ok = conn.execute("SELECT 1").await.is_ok();
             if ok {
                 pool.release(conn);
@@ -266,7 +253,6 @@ impl ComponentDatabases {
 pub struct Connection {
     conn: Option<pool::Pooled>,
     pool: Arc<pool::Pool>,
-    _permit: OwnedSemaphorePermit,
     limits: Limits,
     /// A `BEGIN`/`START` ran without a later `COMMIT`/`ROLLBACK`.
     transaction_open: bool,
@@ -385,29 +371,15 @@ impl bindings::HostConnection for DatabaseView<'_> {
             Err(err) => return Ok(Err(err)),
         };
         let databases = &self.ctx.databases;
-        let permit = match tokio::time::timeout(
-            databases.config.acquire_timeout,
-            databases.open_connections.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => permit,
-            _ => {
-                return Ok(Err(Error::ConnectionFailed(
-                    "too many open database connections; retry later".into(),
-                )));
-            }
-        };
         let pool = databases.pool(&options);
         let deadline = Instant::now() + databases.config.acquire_timeout;
-        let conn = match pool.acquire(deadline).await {
+        let conn = match databases.pools.acquire(&pool, deadline).await {
             Ok(conn) => conn,
             Err(err) => return Ok(Err(query::map_error(err))),
         };
         let connection = Connection {
             conn: Some(conn),
             pool,
-            _permit: permit,
             limits: databases.limits.clone(),
             transaction_open: false,
             session_dirty: false,

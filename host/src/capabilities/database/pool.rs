@@ -1,5 +1,5 @@
-//! The connection pool behind guests' `connection` resources: one per server,
-//! database and role.
+//! The connection pools behind guests' `connection` resources: one per
+//! server, database and role, under one cap on open connections.
 //!
 //! Why not sqlx's `PgPool`: it pings every connection when it comes back
 //! (to catch one left mid-statement by a cancelled future), a round trip
@@ -10,14 +10,23 @@
 //! returns to the pool without a round trip and is pinged only when it sat
 //! idle.
 //!
+//! - [`Pools`] caps the connections open across every pool, idle ones
+//!   included: that is what the server's `max_connections` counts. With
+//!   thousands of tenants' roles each keeping a warm connection, the cap is
+//!   reached by idle connections long before busy ones, so a pool that needs
+//!   a new connection at the cap closes the one idle longest, in any pool.
+//!   Only when every open connection is in use does it wait.
 //! - At most `max` connections are open per pool, idle ones included.
 //! - The most recently used idle connection is handed out first, so under
 //!   light load a few stay warm and the rest age out: connections idle
 //!   longer than `idle_timeout` are closed (on the next acquire or release,
-//!   and by [`Pool::reap`], which the owner calls periodically).
+//!   and by [`Pools::reap`], which the owner calls periodically; it also
+//!   forgets pools left with no connection).
 //! - A waiter is woken by a connection coming back as well as by a slot
 //!   freeing up, and gives up at its deadline.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,12 +40,28 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 /// next statement with a FATAL error and is discarded.)
 const PING_IF_IDLE_FOR: Duration = Duration::from_millis(100);
 
+/// Every pool of a process, keyed by `K`, and the cap on their connections.
+pub struct Pools<K> {
+    /// One permit per open connection in any pool, idle or in use.
+    open: Arc<Semaphore>,
+    max_open: usize,
+    pools: Mutex<HashMap<K, Arc<Pool>>>,
+    /// Signalled whenever a connection goes idle anywhere: a waiter at the
+    /// cap can then close it to make room.
+    returned: Arc<Notify>,
+    max_per_pool: u32,
+    idle_timeout: Duration,
+}
+
+/// The connections of one server, database and role.
 pub struct Pool {
     options: PgConnectOptions,
-    /// One permit per open connection, idle or in use.
+    /// One permit per open connection of this pool, idle or in use.
     slots: Arc<Semaphore>,
+    /// Oldest first: handed out from the back, evicted from the front.
     idle: Mutex<Vec<Idle>>,
     returned: Notify,
+    any_returned: Arc<Notify>,
     idle_timeout: Duration,
 }
 
@@ -44,13 +69,15 @@ struct Idle {
     conn: PgConnection,
     since: Instant,
     slot: OwnedSemaphorePermit,
+    open: OwnedSemaphorePermit,
 }
 
-/// A connection taken from a [`Pool`]; give it back with [`Pooled::release`]
+/// A connection taken from a [`Pool`]; give it back with [`Pool::release`]
 /// (dropping it closes it instead).
 pub struct Pooled {
     conn: PgConnection,
     slot: OwnedSemaphorePermit,
+    open: OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for Pooled {
@@ -66,45 +93,140 @@ impl std::ops::DerefMut for Pooled {
     }
 }
 
-impl Pool {
-    pub fn new(options: PgConnectOptions, max: u32, idle_timeout: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            options,
-            slots: Arc::new(Semaphore::new(max.max(1) as usize)),
-            idle: Mutex::new(Vec::new()),
-            returned: Notify::new(),
+impl<K: Eq + Hash + Clone> Pools<K> {
+    /// At most `max_open` connections across all pools, `max_per_pool` in
+    /// any one; idle connections close after `idle_timeout`.
+    pub fn new(max_open: u32, max_per_pool: u32, idle_timeout: Duration) -> Self {
+        let max_open = max_open.max(1) as usize;
+        Self {
+            open: Arc::new(Semaphore::new(max_open)),
+            max_open,
+            pools: Mutex::new(HashMap::new()),
+            returned: Arc::new(Notify::new()),
+            max_per_pool: max_per_pool.max(1),
             idle_timeout,
-        })
+        }
     }
 
-    /// A connection: an idle one if there is one, else a new one if the pool
-    /// has room, else the first to come back or free up before `deadline`.
-    pub async fn acquire(&self, deadline: Instant) -> Result<Pooled, sqlx::Error> {
+    /// The pool for `key`, created (without connecting) on first use;
+    /// `options` is only read then.
+    pub fn pool(&self, key: K, options: impl FnOnce() -> PgConnectOptions) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    options: options(),
+                    slots: Arc::new(Semaphore::new(self.max_per_pool as usize)),
+                    idle: Mutex::new(Vec::new()),
+                    returned: Notify::new(),
+                    any_returned: self.returned.clone(),
+                    idle_timeout: self.idle_timeout,
+                })
+            })
+            .clone()
+    }
+
+    /// A connection of `pool`: an idle one if there is one, else a new one
+    /// if both the pool and the cap have room (closing the longest-idle
+    /// connection elsewhere to make it), else the first to come back or free
+    /// up before `deadline`.
+    pub async fn acquire(&self, pool: &Pool, deadline: Instant) -> Result<Pooled, sqlx::Error> {
         loop {
-            if let Some(conn) = self.take_idle().await {
+            if let Some(conn) = pool.take_idle().await {
                 return Ok(conn);
             }
-            let returned = self.returned.notified();
+            let returned = pool.returned.notified();
             tokio::pin!(returned);
             // Registered before looking again, so a return in between is not missed.
             returned.as_mut().enable();
-            if let Some(conn) = self.take_idle().await {
+            if let Some(conn) = pool.take_idle().await {
                 return Ok(conn);
             }
             let slot = tokio::select! {
-                slot = self.slots.clone().acquire_owned() => slot.map_err(|_| sqlx::Error::PoolClosed)?,
+                slot = pool.slots.clone().acquire_owned() => slot.map_err(|_| sqlx::Error::PoolClosed)?,
                 () = &mut returned => continue,
                 () = tokio::time::sleep_until(deadline.into()) => return Err(sqlx::Error::PoolTimedOut),
             };
-            let connect = self.options.connect();
+            let open = tokio::select! {
+                open = self.room(deadline) => open?,
+                // One of ours came back while we waited for room: take it.
+                () = &mut returned => continue,
+            };
+            let connect = pool.options.connect();
             return match tokio::time::timeout_at(deadline.into(), connect).await {
-                Ok(Ok(conn)) => Ok(Pooled { conn, slot }),
+                Ok(Ok(conn)) => Ok(Pooled { conn, slot, open }),
                 Ok(Err(err)) => Err(err),
                 Err(_) => Err(sqlx::Error::PoolTimedOut),
             };
         }
     }
 
+    /// A permit for one more open connection: free, or made by closing the
+    /// longest-idle connection of any pool, or the first to come free.
+    async fn room(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, sqlx::Error> {
+        loop {
+            if let Ok(open) = self.open.clone().try_acquire_owned() {
+                return Ok(open);
+            }
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if self.close_longest_idle() {
+                continue;
+            }
+            tokio::select! {
+                open = self.open.clone().acquire_owned() => return open.map_err(|_| sqlx::Error::PoolClosed),
+                () = &mut returned => {}
+                () = tokio::time::sleep_until(deadline.into()) => return Err(sqlx::Error::PoolTimedOut),
+            }
+        }
+    }
+
+    /// Closes the connection idle longest across all pools; false if none is.
+    fn close_longest_idle(&self) -> bool {
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let oldest = pools
+            .iter()
+            .filter_map(|pool| Some((pool.oldest_idle_since()?, pool)))
+            .min_by_key(|(since, _)| *since);
+        match oldest {
+            Some((_, pool)) => pool.close_oldest_idle(),
+            None => false,
+        }
+    }
+
+    /// Closes connections idle longer than the idle timeout, and forgets
+    /// pools with no connection open (a deleted tenant's, say).
+    pub fn reap(&self) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|_, pool| {
+            pool.reap();
+            // Only this map holds it, and it has no connection: nobody can be
+            // acquiring from it, so it can go (it is made again on demand).
+            Arc::strong_count(pool) > 1
+                || pool.slots.available_permits() < self.max_per_pool as usize
+        });
+    }
+
+    /// Connections open across all pools, idle ones included.
+    pub fn open_count(&self) -> usize {
+        self.max_open - self.open.available_permits()
+    }
+
+    /// Pools known (for tests and metrics).
+    pub fn pool_count(&self) -> usize {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Pool {
     /// The most recently returned live idle connection, closing stale ones.
     async fn take_idle(&self) -> Option<Pooled> {
         loop {
@@ -114,7 +236,7 @@ impl Pool {
             };
             let idle_for = idle.since.elapsed();
             if idle_for >= self.idle_timeout {
-                drop(idle); // closes it, frees its slot
+                drop(idle); // closes it, frees its slot and its room under the cap
                 continue;
             }
             let mut conn = idle.conn;
@@ -124,6 +246,7 @@ impl Pool {
             return Some(Pooled {
                 conn,
                 slot: idle.slot,
+                open: idle.open,
             });
         }
     }
@@ -136,13 +259,32 @@ impl Pool {
                 conn: conn.conn,
                 since: Instant::now(),
                 slot: conn.slot,
+                open: conn.open,
             });
         }
         self.returned.notify_one();
+        self.any_returned.notify_waiters();
+    }
+
+    fn oldest_idle_since(&self) -> Option<Instant> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.first().map(|i| i.since)
+    }
+
+    fn close_oldest_idle(&self) -> bool {
+        let oldest = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.is_empty() {
+                return false;
+            }
+            idle.remove(0)
+        };
+        drop(oldest); // closed outside the lock
+        true
     }
 
     /// Closes connections idle longer than the idle timeout.
-    pub fn reap(&self) {
+    fn reap(&self) {
         let stale: Vec<Idle> = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let timeout = self.idle_timeout;
@@ -185,21 +327,26 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_reused_bounded_and_aged_out() {
-        let pool = Pool::new(options(), 2, Duration::from_millis(400));
+        let pools = Pools::new(10, 2, Duration::from_millis(400));
+        let pool = pools.pool("a", options);
 
         // Released and taken again: the same server session, no new connection.
-        let mut first = pool.acquire(soon()).await.expect("connect");
+        let mut first = pools.acquire(&pool, soon()).await.expect("connect");
         let pid = backend_pid(&mut first).await;
         pool.release(first);
-        let mut again = pool.acquire(soon()).await.expect("reuse");
+        let mut again = pools.acquire(&pool, soon()).await.expect("reuse");
         assert_eq!(backend_pid(&mut again).await, pid);
 
         // Two at most: a third waits, and gets the one released.
-        let second = pool.acquire(soon()).await.expect("second");
+        let second = pools.acquire(&pool, soon()).await.expect("second");
+        let pools = Arc::new(pools);
         let waiter = tokio::spawn({
-            let pool = pool.clone();
+            let (pools, pool) = (pools.clone(), pool.clone());
             async move {
-                let mut conn = pool.acquire(soon()).await.expect("woken by a release");
+                let mut conn = pools
+                    .acquire(&pool, soon())
+                    .await
+                    .expect("woken by a release");
                 backend_pid(&mut conn).await
             }
         });
@@ -210,9 +357,9 @@ mod tests {
 
         // Full (`second` held, the waiter's connection closed on drop freed
         // its slot, so take it): a deadline, not a hang.
-        let third = pool.acquire(soon()).await.expect("the freed slot");
-        let full = pool
-            .acquire(Instant::now() + Duration::from_millis(100))
+        let third = pools.acquire(&pool, soon()).await.expect("the freed slot");
+        let full = pools
+            .acquire(&pool, Instant::now() + Duration::from_millis(100))
             .await;
         assert!(
             matches!(full, Err(sqlx::Error::PoolTimedOut)),
@@ -220,12 +367,80 @@ mod tests {
             full.err()
         );
 
-        // Idle past the timeout: closed.
+        // Idle past the timeout: closed, and the empty pool forgotten.
         pool.release(second);
         pool.release(third);
         assert_eq!(pool.idle_count(), 2);
+        assert_eq!(pools.open_count(), 2);
         tokio::time::sleep(Duration::from_millis(450)).await;
-        pool.reap();
-        assert_eq!(pool.idle_count(), 0);
+        drop(pool);
+        pools.reap();
+        assert_eq!(pools.open_count(), 0);
+        assert_eq!(pools.pool_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_longest_idle_connection_anywhere_makes_room() {
+        let pools = Arc::new(Pools::new(2, 4, Duration::from_secs(30)));
+        let (a, b, c) = (
+            pools.pool("a", options),
+            pools.pool("b", options),
+            pools.pool("c", options),
+        );
+
+        // Two idle connections of `a` fill the cap.
+        let mut older = pools.acquire(&a, soon()).await.expect("a1");
+        let older_pid = backend_pid(&mut older).await;
+        let mut newer = pools.acquire(&a, soon()).await.expect("a2");
+        let newer_pid = backend_pid(&mut newer).await;
+        a.release(older);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        a.release(newer);
+        assert_eq!(pools.open_count(), 2);
+
+        // `b` needs one: the one idle longest goes, the warmer one stays.
+        let mut in_b = pools.acquire(&b, soon()).await.expect("b makes room");
+        let b_pid = backend_pid(&mut in_b).await;
+        assert!(b_pid != older_pid && b_pid != newer_pid);
+        assert_eq!(a.idle_count(), 1);
+        assert_eq!(pools.open_count(), 2);
+        let mut kept = pools.acquire(&a, soon()).await.expect("a again");
+        assert_eq!(backend_pid(&mut kept).await, newer_pid);
+
+        // Both in use: `c` waits rather than exceed the cap, and is served
+        // as soon as one comes back anywhere.
+        let waiter = tokio::spawn({
+            let (pools, c) = (pools.clone(), c.clone());
+            async move {
+                let mut conn = pools
+                    .acquire(&c, soon())
+                    .await
+                    .expect("room after a release");
+                (backend_pid(&mut conn).await, conn)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiter.is_finished(),
+            "opened a third connection over the cap"
+        );
+        assert_eq!(pools.open_count(), 2);
+        b.release(in_b);
+        let (c_pid, in_c) = waiter.await.expect("waiter");
+        assert_ne!(c_pid, b_pid, "c got b's connection, not one of its own");
+        assert_eq!(b.idle_count(), 0, "b's idle connection was closed for c");
+
+        // Nothing idle and the cap in use: a deadline, not a hang.
+        let full = pools
+            .acquire(&b, Instant::now() + Duration::from_millis(100))
+            .await;
+        assert!(
+            matches!(full, Err(sqlx::Error::PoolTimedOut)),
+            "{:?}",
+            full.err()
+        );
+        assert_eq!(pools.open_count(), 2);
+        drop((kept, in_c));
+        assert_eq!(pools.open_count(), 0);
     }
 }
