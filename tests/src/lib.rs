@@ -495,6 +495,43 @@ impl TestBroker {
         queues
     }
 
+    /// The vhost's client connections: (pid, connection name).
+    pub fn connections(&self) -> Vec<(String, String)> {
+        let out = rabbitmqctl(&[
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "-p",
+            &self.vhost,
+            "pid",
+            "client_properties",
+        ]);
+        out.lines()
+            .filter_map(|line| {
+                let (pid, properties) = line.split_once('\t')?;
+                // `...{"connection_name",longstr,"trellis"}...` (Erlang terms).
+                let after = properties.split_once("connection_name")?.1;
+                let name = after.split('"').nth(2)?;
+                Some((pid.trim().to_string(), name.to_string()))
+            })
+            .collect()
+    }
+
+    /// Closes the vhost's connections whose name starts with `prefix`; how
+    /// many it closed.
+    pub fn close_connections_named(&self, prefix: &str) -> usize {
+        let chosen: Vec<String> = self
+            .connections()
+            .into_iter()
+            .filter(|(_, name)| name.starts_with(prefix))
+            .map(|(pid, _)| pid)
+            .collect();
+        for pid in &chosen {
+            rabbitmqctl(&["close_connection", pid, "closed by a trellis test"]);
+        }
+        chosen.len()
+    }
+
     /// Waits up to `limit` until every queue in `queues` has a consumer;
     /// whether they all do.
     pub fn wait_for_consumers(&self, queues: &[&str], limit: Duration) -> bool {

@@ -293,6 +293,55 @@ async fn a_published_message_is_delivered_whole_and_acked() {
     assert_eq!(mq.broker.messages(DEAD_LETTER), 0);
 }
 
+/// Consumers' channels live on connections of their own (many tenants'
+/// consumers would exceed one connection's `channel_max`). Losing one of
+/// those, while the main connection stays up, must not leave its consumers
+/// waiting for a reconnection that never comes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_whose_own_connection_drops_starts_over_on_a_new_one() {
+    let mq = Mq::start("mq_consumer_conn", "");
+    let connections = mq.broker.connections();
+    let names: Vec<&str> = connections.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(names.contains(&"trellis"), "{connections:?}");
+    assert!(names.contains(&"trellis consumers 1"), "{connections:?}");
+    let main_pid = &connections
+        .iter()
+        .find(|(_, n)| n == "trellis")
+        .expect("main")
+        .0;
+
+    assert_eq!(mq.broker.close_connections_named("trellis consumers"), 1);
+    // Gone, then back on a new consumer connection, with the main one
+    // untouched.
+    let started = Instant::now();
+    while mq.broker.consumers().contains(&QUEUE.to_string()) {
+        assert!(started.elapsed() < SETTLE, "the consumer never went away");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        mq.broker.wait_for_consumers(&[QUEUE], SETTLE),
+        "the consumer did not come back\n{}",
+        mq.trellis.logs()
+    );
+    let after = mq.broker.connections();
+    assert!(
+        after
+            .iter()
+            .any(|(pid, n)| n == "trellis" && pid == main_pid),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|(_, n)| n.starts_with("trellis consumers")),
+        "{after:?}"
+    );
+
+    mq.publish_json("work.created", &json!({"n": 1})).await;
+    let rows = mq.wait_rows(1).await;
+    assert_eq!(body(&rows[0]), json!({"n": 1}));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_outbox_relays_committed_rows_and_keeps_forbidden_ones() {
     let mq = Mq::start("mq_outbox", "");

@@ -4,7 +4,11 @@
 //! - [`Broker::start`] spawns the supervisor: it connects, opens a publishing
 //!   channel in confirm mode and announces the [`Session`] on a watch channel;
 //!   when the connection drops it withdraws the session and reconnects with
-//!   exponential backoff (100 ms doubling to 5 s). Consumers
+//!   exponential backoff (100 ms doubling to 5 s).
+//! - Consumers take their channels from further connections of the session,
+//!   at most [`CHANNELS_PER_CONNECTION`] each, opened as needed: a process
+//!   hosting thousands of tenants' consumers would otherwise run into the
+//!   broker's `channel_max` (2,047 by default) on one connection. Consumers
 //!   ([`crate::triggers::amqp`]) and the outbox relay ([`crate::outbox`]) wait
 //!   on that channel and start over on every new session, so a broker restart
 //!   costs them nothing but the time it was away.
@@ -29,6 +33,11 @@ use tokio::sync::watch;
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Consumer channels one connection carries: a quarter of RabbitMQ's default
+/// `channel_max`, so one connection's traffic stays one socket's worth and a
+/// lost connection interrupts a bounded share of consumers.
+pub const CHANNELS_PER_CONNECTION: usize = 512;
 
 /// Why a publish failed; the guest-facing error of `trellis:messaging`
 /// maps onto these.
@@ -89,15 +98,99 @@ impl Outgoing {
     }
 }
 
-/// One live connection and its publishing channel.
+/// One live connection and its publishing channel, and the connections
+/// consumers' channels are spread over.
 pub struct Session {
     pub connection: Connection,
     /// Increases with every connection the supervisor makes.
     pub generation: u64,
     publisher: tokio::sync::Mutex<Option<Channel>>,
+    url: String,
+    consumers: tokio::sync::Mutex<Vec<ConsumerConnection>>,
+}
+
+/// A connection for consumers, and how many channels are leased on it.
+struct ConsumerConnection {
+    connection: Arc<Connection>,
+    leased: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A consumer's channel; the count of its connection's channels goes down
+/// when the lease is dropped (close the channel first).
+pub struct ChannelLease {
+    pub channel: Channel,
+    leased: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for ChannelLease {
+    fn drop(&mut self) {
+        self.leased
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Session {
+    /// A channel for a consumer, on a consumer connection with room (one is
+    /// opened when none has; a connection that died is dropped from the set,
+    /// so its consumers find a live one when they start over).
+    pub async fn consumer_channel(&self) -> Result<ChannelLease, lapin::Error> {
+        use std::sync::atomic::Ordering;
+        let mut consumers = self.consumers.lock().await;
+        consumers.retain(|c| c.connection.status().connected());
+        let index = match consumers
+            .iter()
+            .position(|c| c.leased.load(Ordering::Relaxed) < CHANNELS_PER_CONNECTION)
+        {
+            Some(index) => index,
+            None => {
+                let name = format!("trellis consumers {}", consumers.len() + 1);
+                let properties = ConnectionProperties::default().with_connection_name(name.into());
+                let connection = Connection::connect(&self.url, properties).await?;
+                consumers.push(ConsumerConnection {
+                    connection: Arc::new(connection),
+                    leased: Arc::default(),
+                });
+                consumers.len() - 1
+            }
+        };
+        let chosen = &consumers[index];
+        let channel = chosen.connection.create_channel().await?;
+        chosen.leased.fetch_add(1, Ordering::Relaxed);
+        Ok(ChannelLease {
+            channel,
+            leased: chosen.leased.clone(),
+        })
+    }
+
+    /// The consumer connections open (for tests and metrics).
+    pub async fn consumer_connections(&self) -> usize {
+        self.consumers.lock().await.len()
+    }
+
+    /// Closes the consumer connections (the session is over).
+    async fn close_consumers(&self) {
+        let consumers = std::mem::take(&mut *self.consumers.lock().await);
+        for consumer in consumers {
+            let _ = consumer.connection.close(200, "reconnecting".into()).await;
+        }
+    }
+
+    /// Publishes `message` on the session's confirm-mode channel and waits
+    /// for the confirmation.
+    pub async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let channel = self
+            .publisher()
+            .await
+            .map_err(|err| PublishError::Unavailable(err.to_string()))?;
+        Self::publish_on(&channel, exchange, routing_key, body, properties).await
+    }
+
     /// The confirm-mode channel for publishing, reopened if the broker closed
     /// it (a channel-level error does not take the connection down).
     async fn publisher(&self) -> Result<Channel, lapin::Error> {
@@ -277,18 +370,14 @@ impl Broker {
         let session = self.session().ok_or_else(|| {
             PublishError::Unavailable(format!("not connected to {}", self.display))
         })?;
-        let channel = session
-            .publisher()
+        session
+            .publish_confirmed(
+                &message.exchange,
+                &message.routing_key,
+                &message.body,
+                message.properties(),
+            )
             .await
-            .map_err(|err| PublishError::Unavailable(err.to_string()))?;
-        Session::publish_on(
-            &channel,
-            &message.exchange,
-            &message.routing_key,
-            &message.body,
-            message.properties(),
-        )
-        .await
     }
 }
 
@@ -368,6 +457,8 @@ async fn supervise(
             connection,
             generation,
             publisher: tokio::sync::Mutex::new(None),
+            url: url.clone(),
+            consumers: tokio::sync::Mutex::new(Vec::new()),
         });
         let mut events = session.connection.events_listener();
         let specs = topology.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -400,6 +491,7 @@ async fn supervise(
         tx.send_replace(None);
         tracing::warn!(broker = %shown, "lost the broker connection ({reason}); reconnecting");
         let _ = session.connection.close(200, "reconnecting".into()).await;
+        session.close_consumers().await;
         tokio::time::sleep(BACKOFF_MIN).await;
     }
 }

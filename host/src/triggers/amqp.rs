@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use futures::StreamExt as _;
+use lapin::BasicProperties;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions,
+    BasicRejectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -66,20 +66,31 @@ pub async fn run(
         };
         let Some(session) = session else { continue };
         last = session.generation;
-        match consume(&app, &consumer, &session, &mut stopping).await {
-            Ok(()) if *stopping.borrow() => {
-                tracing::info!(%queue, "consumer drained and stopped");
-                return;
+        let outcome = consume(&app, &consumer, &session, &mut stopping).await;
+        if *stopping.borrow() {
+            if let Err(err) = outcome {
+                tracing::error!(%queue, "consumer failed while stopping: {err:#}");
             }
-            Ok(()) => tracing::info!(%queue, "consumer stopped; resuming on the next connection"),
+            tracing::info!(%queue, "consumer drained and stopped");
+            return;
+        }
+        let pause = match outcome {
+            Ok(()) => {
+                tracing::info!(%queue, "consumer stopped; starting over");
+                std::time::Duration::from_secs(1)
+            }
             Err(err) => {
                 tracing::error!(%queue, "consumer failed: {err:#}");
-                if session.connection.status().connected() {
-                    // Same connection, so not a broker outage (a queue declared
-                    // with other settings, say): try again later.
-                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                    last = 0;
-                }
+                std::time::Duration::from_secs(5)
+            }
+        };
+        if session.connection.status().connected() {
+            // The session lives on, so not a broker outage: the consumer's
+            // own connection or channel went, or its queue was declared with
+            // other settings. Start over on this session after a pause.
+            tokio::select! {
+                () = tokio::time::sleep(pause) => last = 0,
+                () = stopped(&mut stopping) => return,
             }
         }
     }
@@ -91,21 +102,17 @@ pub async fn run(
 async fn consume(
     app: &Arc<App>,
     consumer: &Arc<AmqpConsumer>,
-    session: &Session,
+    session: &Arc<Session>,
     stopping: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let spec = &consumer.spec;
-    let channel = session.connection.create_channel().await?;
-    topology::declare_queue(&channel, spec).await?;
+    let lease = session.consumer_channel().await?;
+    let channel = &lease.channel;
+    topology::declare_queue(channel, spec).await?;
     channel
         .basic_qos(consumer.prefetch, BasicQosOptions::default())
         .await
         .context("setting the prefetch")?;
-    // Retries are republished on a channel of their own, in confirm mode.
-    let retries = session.connection.create_channel().await?;
-    retries
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
     let tag = format!("trellis.{}.{}", app.name, consumer.component);
     let mut deliveries = channel
         .basic_consume(
@@ -126,7 +133,7 @@ async fn consume(
                     in_hand.spawn(handle(
                         app.clone(),
                         consumer.clone(),
-                        retries.clone(),
+                        session.clone(),
                         delivery,
                     ));
                 }
@@ -159,7 +166,7 @@ async fn stopped(stopping: &mut watch::Receiver<bool>) {
 async fn handle(
     app: Arc<App>,
     consumer: Arc<AmqpConsumer>,
-    retries: Channel,
+    session: Arc<Session>,
     delivery: AmqpDelivery,
 ) {
     let spec = &consumer.spec;
@@ -190,7 +197,11 @@ async fn handle(
             let delay = spec.retry_delay_after(attempt);
             let retry_queue = topology::retry_queue(&spec.queue, delay);
             let properties = retry_properties(&delivery, attempt + 1);
-            match Session::publish_on(&retries, "", &retry_queue, &delivery.data, properties).await
+            // On the session's confirm-mode channel: confirmed before the
+            // original is acknowledged.
+            match session
+                .publish_confirmed("", &retry_queue, &delivery.data, properties)
+                .await
             {
                 Ok(()) => {
                     tracing::info!(queue = %spec.queue, %message_id, attempt, delay_ms = delay.as_millis() as u64, "retrying later");
