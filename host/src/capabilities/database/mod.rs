@@ -109,6 +109,7 @@ impl Databases {
             .admin_url
             .parse()
             .context("--database-url is not a valid postgres:// URL")?;
+        let admin = without_loopback_tls(&config.admin_url, admin);
         let this = Arc::new(Self {
             admin,
             pools: pool::Pools::new(
@@ -333,6 +334,26 @@ impl Drop for Connection {
     }
 }
 
+/// `sslmode=disable` for a server on this machine, unless the URL chose a
+/// mode (in the URL, or `PGSSLMODE`). The default (`prefer`) negotiates TLS, which on loopback protects
+/// nothing and made every new connection wait out two delayed ACKs (sqlx
+/// does not set `TCP_NODELAY`, and the handshake is several small writes):
+/// about 90 ms before a tenant's first query, or a woken outbox relay's.
+fn without_loopback_tls(url: &str, options: PgConnectOptions) -> PgConnectOptions {
+    let chose =
+        url.to_ascii_lowercase().contains("sslmode=") || std::env::var_os("PGSSLMODE").is_some();
+    let host = options.get_host();
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if chose || !loopback {
+        return options;
+    }
+    options.ssl_mode(sqlx::postgres::PgSslMode::Disable)
+}
+
 /// The first SQL keyword of a statement, lower-cased, skipping white space
 /// and comments (a `/* x */ BEGIN` still opens a transaction).
 fn first_keyword(statement: &str) -> String {
@@ -442,7 +463,37 @@ pub fn add_to_linker<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::first_keyword;
+    use super::{PgConnectOptions, first_keyword, without_loopback_tls};
+    use sqlx::postgres::PgSslMode;
+
+    fn ssl_mode(url: &str) -> PgSslMode {
+        let options: PgConnectOptions = url.parse().expect("URL");
+        without_loopback_tls(url, options).get_ssl_mode()
+    }
+
+    #[test]
+    fn loopback_servers_are_reached_without_tls_unless_the_url_says() {
+        assert!(matches!(
+            ssl_mode("postgres://u@127.0.0.1:5432/d"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            ssl_mode("postgres://u@localhost/d"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            ssl_mode("postgres://u@[::1]:5432/d"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            ssl_mode("postgres://u@127.0.0.1/d?sslmode=require"),
+            PgSslMode::Require
+        ));
+        assert!(matches!(
+            ssl_mode("postgres://u@db.internal/d"),
+            PgSslMode::Prefer
+        ));
+    }
 
     #[test]
     fn first_keywords() {
