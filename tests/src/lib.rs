@@ -501,14 +501,18 @@ impl TestBroker {
             "list_connections",
             "-q",
             "--no-table-headers",
-            "-p",
-            &self.vhost,
             "pid",
+            "vhost",
             "client_properties",
         ]);
+        // (`list_connections` lists every vhost's, whatever `-p` says.)
         out.lines()
             .filter_map(|line| {
-                let (pid, properties) = line.split_once('\t')?;
+                let mut fields = line.splitn(3, '\t');
+                let (pid, vhost, properties) = (fields.next()?, fields.next()?, fields.next()?);
+                if vhost != self.vhost {
+                    return None;
+                }
                 // `...{"connection_name",longstr,"trellis"}...` (Erlang terms).
                 let after = properties.split_once("connection_name")?.1;
                 let name = after.split('"').nth(2)?;

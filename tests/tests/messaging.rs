@@ -310,7 +310,12 @@ async fn a_consumer_whose_own_connection_drops_starts_over_on_a_new_one() {
         .expect("main")
         .0;
 
-    assert_eq!(mq.broker.close_connections_named("trellis consumers"), 1);
+    assert_eq!(
+        mq.broker.close_connections_named("trellis consumers"),
+        1,
+        "{connections:?}\n{}",
+        mq.trellis.logs()
+    );
     // Gone, then back on a new consumer connection, with the main one
     // untouched.
     let started = Instant::now();
