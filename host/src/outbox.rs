@@ -40,9 +40,17 @@
 //! free and notifies; one that tested it earlier holds the barrier, which the
 //! relay waits out. Either way its rows are drained without the sweep.
 //!
-//! The relay also sweeps every [`SWEEP_INTERVAL`], a backstop for a relay that
-//! died while awake (its replicas learn of rows it silenced only then) and for
-//! a lost listener; it never polls while the table is quiet.
+//! ## The sweep: one host-wide backstop
+//!
+//! Every [`SWEEP_INTERVAL`], when a relay starts, and when the listener
+//! (re)connects, [`Wakeups`] looks into the outboxes of its relays on one
+//! short-lived admin connection (`SELECT EXISTS`, one per schema) and wakes
+//! only those that hold rows. That covers a relay that died while awake (its
+//! replicas learn of the rows it silenced only then), rows left by a crash,
+//! and notifications lost with the listener. Relays never poll: before the
+//! sweep was shared, each relay connected every 30 s and kept the connection
+//! for seconds, and a thousand tenants' relays held more connections than
+//! the server allows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
@@ -75,6 +83,7 @@ const IDLE_CONNECTION: Duration = Duration::from_secs(5);
 /// operator (or a test) can tell them apart in `pg_stat_activity`.
 pub const RELAY_APPLICATION: &str = "trellis outbox relay";
 pub const LISTENER_APPLICATION: &str = "trellis outbox listener";
+pub const SWEEP_APPLICATION: &str = "trellis outbox sweep";
 /// First keys of the two advisory locks (the second key is the table's oid)
 /// that tell writers whether a relay is awake; see the module's notes.
 /// ("trlA", "trlB": unlike the single-key locks of migrations.)
@@ -140,7 +149,8 @@ pub struct Outbox {
 /// Relays `outbox` for as long as the app runs.
 pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>, wakeups: Arc<Wakeups>) {
     // Subscribed (and the shared listener listening) before the first
-    // drain: a commit after this is either drained or notified.
+    // drain: a commit after this is either drained or notified. Subscribing
+    // also has the outbox swept, which wakes this relay if rows are waiting.
     let wake = wakeups.subscribe(&outbox.schema).await;
     // While the database is away the relay retries ever less often (1 s
     // doubling to 5 s), so an outage does not flood the log, and resumes
@@ -160,6 +170,8 @@ pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>, wakeups: Arc<Wakeups>
             );
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(RESTART_MAX);
+            // Rows may be waiting: look again at once.
+            wake.notify_one();
         }
     }
 }
@@ -167,8 +179,11 @@ pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>, wakeups: Arc<Wakeups>
 async fn relay(outbox: &Outbox, broker: &Broker, wake: &Notify) -> Result<()> {
     let mut declared_on = None;
     loop {
-        // A connection for as long as rows keep coming; none while idle, so
-        // a thousand quiet outboxes hold no connection between them.
+        // Asleep, holding no connection, until a commit or the sweep.
+        wake.notified().await;
+        // Under load commits come in streams: let a few more land so one
+        // batch carries them.
+        tokio::time::sleep(COALESCE).await;
         let conn = outbox
             .options
             .clone()
@@ -187,13 +202,14 @@ async fn relay(outbox: &Outbox, broker: &Broker, wake: &Notify) -> Result<()> {
             .fetch_one(&mut relay.conn)
             .await
             .context("finding _trellis_outbox")?;
-        let mut last_rows = tokio::time::Instant::now();
+        // The connection stays for as long as rows keep coming.
+        let mut last_rows = None;
         loop {
             // Awake: writers stay quiet while this relay drains. Another
             // relay may hold the lock; this one drains all the same.
             let awake = relay.try_lock(AWAKE_LOCK).await?;
             if relay.drain_all().await? > 0 {
-                last_rows = tokio::time::Instant::now();
+                last_rows = Some(tokio::time::Instant::now());
             }
             if awake {
                 relay.unlock(AWAKE_LOCK).await?;
@@ -207,31 +223,21 @@ async fn relay(outbox: &Outbox, broker: &Broker, wake: &Notify) -> Result<()> {
             relay.unlock(BARRIER_LOCK).await?;
             // Everyone who found the relay awake has committed or gone.
             if relay.drain_all().await? > 0 {
-                last_rows = tokio::time::Instant::now();
+                last_rows = Some(tokio::time::Instant::now());
                 continue;
             }
-            // Asleep until a commit in this schema. A notification that
-            // came while draining may be for a commit the drain did not
-            // see: it stays stored in `wake`, and at worst a wake-up finds
-            // nothing.
+            // Woken for nothing (another replica was faster): let go now.
+            let Some(last_rows) = last_rows else { break };
+            // Otherwise keep the connection a while for the next commit. A
+            // notification that came while draining may be for a commit the
+            // drain did not see: it stays stored in `wake`, and at worst a
+            // wake-up finds nothing.
             tokio::select! {
-                () = wake.notified() => {
-                    // Under load commits come in streams: let a few more
-                    // land so one batch carries them.
-                    tokio::time::sleep(COALESCE).await;
-                }
+                () = wake.notified() => tokio::time::sleep(COALESCE).await,
                 () = tokio::time::sleep_until(last_rows + IDLE_CONNECTION) => break,
             }
         }
         declared_on = relay.declared_on;
-        drop(relay);
-        // Idle: no connection until a commit, or the backstop sweep.
-        if tokio::time::timeout(SWEEP_INTERVAL, wake.notified())
-            .await
-            .is_ok()
-        {
-            tokio::time::sleep(COALESCE).await;
-        }
     }
 }
 
@@ -242,6 +248,17 @@ pub struct Wakeups {
     relays: std::sync::Mutex<HashMap<String, Vec<Weak<Notify>>>>,
     listening: watch::Sender<bool>,
     listener: OnceLock<tokio::task::JoinHandle<()>>,
+    /// Outboxes to sweep before the next interval: new relays' schemas, or
+    /// all of them after the listener reconnected.
+    to_sweep: std::sync::Mutex<ToSweep>,
+    sweep_now: Notify,
+    sweeper: OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ToSweep {
+    all: bool,
+    schemas: std::collections::HashSet<String>,
 }
 
 impl Wakeups {
@@ -253,6 +270,9 @@ impl Wakeups {
             relays: std::sync::Mutex::default(),
             listening: watch::channel(false).0,
             listener: OnceLock::new(),
+            to_sweep: std::sync::Mutex::default(),
+            sweep_now: Notify::new(),
+            sweeper: OnceLock::new(),
         })
     }
 
@@ -267,9 +287,86 @@ impl Wakeups {
             .push(Arc::downgrade(&wake));
         self.listener
             .get_or_init(|| tokio::spawn(self.clone().listen_forever()));
+        self.sweeper
+            .get_or_init(|| tokio::spawn(self.clone().sweep_forever()));
         let mut listening = self.listening.subscribe();
         let _ = listening.wait_for(|up| *up).await;
+        self.request_sweep(Some(schema));
         wake
+    }
+
+    /// Has `schema`'s outbox (or, with `None`, every outbox) swept soon.
+    fn request_sweep(&self, schema: Option<&str>) {
+        {
+            let mut to_sweep = self.to_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            match schema {
+                Some(schema) => {
+                    to_sweep.schemas.insert(schema.to_owned());
+                }
+                None => to_sweep.all = true,
+            }
+        }
+        self.sweep_now.notify_one();
+    }
+
+    /// Sweeps what was asked for, and everything every [`SWEEP_INTERVAL`].
+    async fn sweep_forever(self: Arc<Self>) {
+        loop {
+            if tokio::time::timeout(SWEEP_INTERVAL, self.sweep_now.notified())
+                .await
+                .is_err()
+            {
+                self.to_sweep.lock().unwrap_or_else(|e| e.into_inner()).all = true;
+            }
+            let asked =
+                std::mem::take(&mut *self.to_sweep.lock().unwrap_or_else(|e| e.into_inner()));
+            let schemas: Vec<String> = if asked.all {
+                self.relays_lock().keys().cloned().collect()
+            } else {
+                asked.schemas.into_iter().collect()
+            };
+            if schemas.is_empty() {
+                continue;
+            }
+            if let Err(err) = self.sweep(&schemas).await {
+                // Tried again at the next interval (or request).
+                tracing::warn!("outbox sweep: {err:#}");
+            }
+        }
+    }
+
+    /// Wakes the relays of those of `schemas` whose outbox holds rows to
+    /// publish. An outbox the admin connection cannot read (no privilege, a
+    /// table not there yet) wakes its relays too: they look for themselves.
+    async fn sweep(&self, schemas: &[String]) -> Result<()> {
+        let mut conn = self
+            .options
+            .clone()
+            .application_name(SWEEP_APPLICATION)
+            .connect()
+            .await
+            .context("connecting to sweep the outboxes")?;
+        for schema in schemas {
+            let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM {quoted}._trellis_outbox WHERE error IS NULL)"
+            );
+            // The schema is quoted as an identifier.
+            match sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut conn)
+                .await
+            {
+                Ok(false) => {}
+                Ok(true) => self.wake(schema),
+                Err(sqlx::Error::Database(err)) => {
+                    tracing::debug!(%schema, "cannot sweep the outbox ({err}); waking its relays");
+                    self.wake(schema);
+                }
+                Err(err) => return Err(err).context("sweeping the outboxes"),
+            }
+        }
+        let _ = conn.close().await;
+        Ok(())
     }
 
     async fn listen_forever(self: Arc<Self>) {
@@ -298,12 +395,12 @@ impl Wakeups {
         listener.listen(CHANNEL).await?;
         self.listening.send_replace(true);
         // Whatever was committed while nobody listened.
-        self.wake_all();
+        self.request_sweep(None);
         loop {
             match listener.try_recv().await? {
                 Some(notification) => self.wake(notification.payload()),
                 // Reconnected: notifications may have been lost meanwhile.
-                None => self.wake_all(),
+                None => self.request_sweep(None),
             }
         }
     }
@@ -321,13 +418,6 @@ impl Wakeups {
         }
     }
 
-    fn wake_all(&self) {
-        let schemas: Vec<String> = self.relays_lock().keys().cloned().collect();
-        for schema in schemas {
-            self.wake(&schema);
-        }
-    }
-
     fn relays_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Weak<Notify>>>> {
         self.relays
             .lock()
@@ -338,6 +428,9 @@ impl Wakeups {
 impl Drop for Wakeups {
     fn drop(&mut self) {
         if let Some(task) = self.listener.get() {
+            task.abort();
+        }
+        if let Some(task) = self.sweeper.get() {
             task.abort();
         }
     }
@@ -431,6 +524,9 @@ async fn drain(conn: &mut PgConnection, outbox: &Outbox, broker: &Broker) -> Res
     .await
     .context("reading the outbox")?;
     if rows.is_empty() {
+        // Ended now: a dropped transaction would stay open (`idle in
+        // transaction`) until the connection's next use.
+        tx.commit().await?;
         return Ok(Drained::Empty(0));
     }
     let full = rows.len() as i64 == BATCH;
