@@ -105,8 +105,24 @@ pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<()> {
         .with_context(|| format!("declaring exchange `{exchange}` (durable, topic)"))
 }
 
+/// How long declaring one consumer's queues may take. A broker that stops
+/// answering (out of file handles, say) must fail a deployment with a reason,
+/// not hang it.
+pub const DECLARE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Everything `spec` consumes from and retries through.
 pub async fn declare_queue(channel: &Channel, spec: &QueueSpec) -> Result<()> {
+    match tokio::time::timeout(DECLARE_TIMEOUT, declare_queue_now(channel, spec)).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!(
+            "the broker did not answer within {} s while declaring `{}` and its retry queues",
+            DECLARE_TIMEOUT.as_secs(),
+            spec.queue
+        ),
+    }
+}
+
+async fn declare_queue_now(channel: &Channel, spec: &QueueSpec) -> Result<()> {
     declare_exchange(channel, &spec.exchange).await?;
     channel
         .exchange_declare(
