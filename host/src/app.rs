@@ -47,7 +47,7 @@ pub struct Runtime {
     /// Every component compiled so far, by the SHA-256 of its bytes: the
     /// same bytes deployed by many tenants (or again, on rollback) are
     /// compiled once and their code shared.
-    compiled: std::sync::Mutex<HashMap<[u8; 32], wasmtime::component::Component>>,
+    compiled: std::sync::Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
     /// One permit per live instance: the pooling allocator's capacity.
     pub(crate) slots: Arc<Semaphore>,
     /// Database pools shared by every app.
@@ -537,40 +537,42 @@ impl Runtime {
         use sha2::Digest as _;
         let digest: [u8; 32] = sha2::Sha256::digest(&wasm).into();
         let started = Instant::now();
-        let shared = self.compiled_lock().get(&digest).cloned();
-        if let Some(shared) = shared {
-            tracing::info!(
-                component = %label,
-                origin = %Origin::Shared.as_str(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "component ready"
-            );
-            return Ok(shared);
-        }
-        let engine = self.engine.clone();
-        let cache = self.cache.clone();
-        let (compiled, origin) = tokio::task::spawn_blocking(move || cache.load(&engine, &wasm))
-            .await
-            .context("compilation task failed")??;
+        // One compilation per digest, however many deployments ask at once:
+        // the others wait for it.
+        let cell = self.compiled_lock().entry(digest).or_default().clone();
+        let mut origin = Origin::Shared;
+        let compiled = cell
+            .get_or_try_init(|| async {
+                let engine = self.engine.clone();
+                let cache = self.cache.clone();
+                let (compiled, loaded) =
+                    tokio::task::spawn_blocking(move || cache.load(&engine, &wasm))
+                        .await
+                        .context("compilation task failed")??;
+                origin = loaded;
+                anyhow::Ok(compiled)
+            })
+            .await?
+            .clone();
         tracing::info!(
             component = %label,
             origin = %origin.as_str(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "component ready"
         );
-        self.compiled_lock().insert(digest, compiled.clone());
         Ok(compiled)
     }
 
-    fn compiled_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], wasmtime::component::Component>> {
+    fn compiled_lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Compiled>>> {
         // A panic while holding it cannot leave the map half-written.
         self.compiled
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// A component compiled once per process, or being compiled.
+type Compiled = tokio::sync::OnceCell<wasmtime::component::Component>;
 
 /// Links a compiled component: its imports must all be ones the host provides.
 pub fn link(runtime: &Runtime, compiled: &wasmtime::component::Component) -> Result<Linked> {

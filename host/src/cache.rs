@@ -118,10 +118,14 @@ fn write_entry(component: &Component, path: &Path) -> Result<()> {
         .context("serializing the component")?;
     // Write to a temporary file and rename it into place, so a concurrent
     // reader (another `trellis` process) sees either no entry or a whole one.
+    // Unique per process and write: two writers of one entry must not share
+    // (and rename away) each other's temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let mut file = std::fs::File::create(&tmp).context("creating a temporary entry")?;
     file.write_all(&Sha256::digest(&artifact))?;
