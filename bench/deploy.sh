@@ -17,6 +17,7 @@ PORT=${PORT:-3820}
 ADMIN=${ADMIN:-3821}
 DB=${DB:-trellis_bench_deploy}
 VHOST=${VHOST:-trellis_bench_deploy}
+ROLE_PREFIX="t_bench_"
 ROUNDS=${ROUNDS:-5}
 export TRELLIS_ADMIN_TOKEN=bench-deploy-token-0123456789
 export TRELLIS_ADMIN_URL=http://127.0.0.1:$ADMIN

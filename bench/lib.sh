@@ -22,11 +22,14 @@ parse() {
 # A fresh database $DB and RabbitMQ vhost $VHOST (whatever a previous run
 # left is dropped first), a work directory $work, and on exit: the processes
 # in `pids` stopped, the vhost and the work directory removed.
+# Tenants' roles are the server's, not the database's: a script that names
+# them sets ROLE_PREFIX (prefixes, e.g. `t_calm_ t_noisy_`), and they are
+# dropped with $DB.
 fresh_services() {
   work=$(mktemp -d)
   pids=()
   trap cleanup EXIT
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+  drop_database
   rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
   rabbitmqctl -q add_vhost "$VHOST" >/dev/null
   rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
@@ -35,8 +38,19 @@ fresh_services() {
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  drop_database
   rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
   rm -rf "$work"
+}
+
+drop_database() {
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" 2>/dev/null
+  local prefix
+  for prefix in ${ROLE_PREFIX:-}; do
+    psql -qtA -h 127.0.0.1 -U postgres -d postgres -c \
+      "SELECT format('DROP ROLE %I;', rolname) FROM pg_roles WHERE starts_with(rolname, '$prefix')" |
+      psql -q -h 127.0.0.1 -U postgres -d postgres >/dev/null
+  done
 }
 
 # Starts `trellis serve` on $PORT (admin API on $ADMIN) over $DB and $VHOST,
@@ -49,4 +63,20 @@ start_platform() {
   pids+=($!)
   for _ in $(seq 1 200); do grep -q "^Admin API" "$work/out" 2>/dev/null && return 0; sleep 0.1; done
   echo "trellis serve did not start:" >&2; cat "$work/err" >&2; exit 1
+}
+
+# CPU time (user + system, in clock ticks) used so far by the processes
+# named. `cpu_snapshot`: trellis (the first of `pids`), Postgres and RabbitMQ
+# (by process name), and the whole machine.
+ticks_of() {
+  local total=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$(( total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}') ))
+  done
+  echo "$total"
+}
+cpu_snapshot() {
+  echo "$(ticks_of "${pids[0]}") $(ticks_of $(pgrep -x postgres)) $(ticks_of $(pgrep -x beam.smp))" \
+    "$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
 }

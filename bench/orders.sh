@@ -52,20 +52,6 @@ wrk.body = '{"user_id":1,"product_name":"load","amount":1500}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 
-# CPU time (user + system, in clock ticks) used so far by the processes
-# named: trellis (its pid), Postgres and RabbitMQ (their process names).
-ticks_of() {
-  local total=0 p
-  for p in "$@"; do
-    [ -r "/proc/$p/stat" ] || continue
-    total=$(( total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}') ))
-  done
-  echo "$total"
-}
-cpu_snapshot() {
-  echo "$(ticks_of "${pids[0]}") $(ticks_of $(pgrep -x postgres)) $(ticks_of $(pgrep -x beam.smp))" \
-    "$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
-}
 # Milliseconds of CPU per order between two snapshots, for `orders` orders.
 cpu_per_order() {
   local hz; hz=$(getconf CLK_TCK)

@@ -21,6 +21,7 @@ PORT=${PORT:-3830}
 ADMIN=${ADMIN:-3831}
 DB=${DB:-trellis_bench_tenants}
 VHOST=${VHOST:-trellis_bench_tenants}
+ROLE_PREFIX="t_calm_ t_noisy_"
 export TRELLIS_ADMIN_TOKEN=bench-tenants-token-0123456789
 export TRELLIS_ADMIN_URL=http://127.0.0.1:$ADMIN
 
