@@ -13,7 +13,7 @@ use std::process::Command;
 
 /// The guest packages, all built by one nested cargo invocation.
 const GUESTS: &[&str] = &[
-    "hello", "testbed", "user", "dbtest", "order", "payment", "mqtest",
+    "hello", "testbed", "user", "dbtest", "order", "payment", "mqtest", "stranger",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -588,6 +588,21 @@ source = "{hello}"
         "{err}"
     );
 
+    // A component importing what no host provides: refused at link time,
+    // naming the import.
+    let stranger = trellis_tests::guest("stranger");
+    let err = host.cli_fails(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "--app",
+        "greeter",
+        "--component",
+        "web",
+        &stranger.display().to_string(),
+    ]);
+    assert!(err.contains("acme:stranger/fortune"), "{err}");
+
     // A manifest error names the field.
     let bad_manifest = AppDir::new(
         r#"spin_manifest_version = 2
