@@ -56,6 +56,7 @@ pub struct Runtime {
     pub brokers: Brokers,
     /// The one listener that wakes every outbox relay.
     pub(crate) outbox_wakeups: Arc<crate::outbox::Wakeups>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     _ticker: EpochTicker,
 }
 
@@ -70,6 +71,7 @@ impl Runtime {
         let outbox_wakeups = crate::outbox::Wakeups::new(databases.admin.clone());
         Ok(Arc::new(Self {
             outbox_wakeups,
+            metrics: Arc::default(),
             databases,
             brokers: Brokers::default(),
             linker,
@@ -143,6 +145,8 @@ pub struct AppComponent {
     pub max_request_body: u64,
     /// Per-component cap on concurrent instances, if the manifest sets one.
     pub(crate) concurrency: Option<Arc<Semaphore>>,
+    /// Its tenant, app and id, as metrics label them.
+    pub(crate) labels: crate::metrics::ComponentLabels,
 }
 
 /// A directory made visible to the guest, read-only.
@@ -673,6 +677,11 @@ async fn load_component(
     }
 
     let loaded = AppComponent {
+        labels: crate::metrics::ComponentLabels {
+            tenant: owner.tenant.clone().unwrap_or_default(),
+            app: manifest.application.name.clone(),
+            component: component.id.clone(),
+        },
         id: component.id.as_str().into(),
         pre: linked.pre,
         handler: linked.handler,

@@ -29,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod manifest;
+pub mod metrics;
 pub mod outbox;
 pub mod platform;
 pub mod routing;

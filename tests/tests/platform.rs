@@ -997,3 +997,60 @@ async fn a_tenant_over_its_limits_gets_429_and_its_neighbour_does_not() {
         .await;
     assert_eq!(fine.status(), 200, "the neighbour's deadline is the host's");
 }
+
+/// `GET /metrics` on the admin listener counts what the tenants' components
+/// did, labelled by tenant, app and component, and needs the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_each_tenants_requests() {
+    let env = Env::new("pf_metrics");
+    let host = env.host();
+    host.cli(&["tenant", "create", "acme"]);
+    host.cli(&["tenant", "create", "zenith"]);
+    let app = greeter("hello");
+    host.deploy("acme", &app);
+    host.deploy("zenith", &app);
+    for _ in 0..3 {
+        let response = host
+            .request(reqwest::Method::GET, "greeter.acme.localhost", "/", None)
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let response = host
+        .request(reqwest::Method::GET, "greeter.zenith.localhost", "/", None)
+        .await;
+    assert_eq!(response.status(), 200);
+
+    let (status, _) = host.admin_get("/metrics", None).await;
+    assert_eq!(status, 401);
+    let response = host
+        .http
+        .get(format!("{}/metrics", host.admin_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/openmetrics-text")),
+        "{:?}",
+        response.headers()
+    );
+    let text = response.text().await.expect("body");
+    for line in [
+        r#"trellis_http_requests_total{tenant="acme",app="greeter",component="web",status="200"} 3"#,
+        r#"trellis_http_requests_total{tenant="zenith",app="greeter",component="web",status="200"} 1"#,
+        r#"trellis_instantiation_duration_seconds_count{tenant="acme",app="greeter",component="web"} 3"#,
+        r#"trellis_http_request_duration_seconds_count{tenant="zenith",app="greeter",component="web"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("trellis_instances_max ")),
+        "{text}"
+    );
+}

@@ -17,6 +17,7 @@
 //! | `PUT /v1/tenants/{t}/apps/{a}/components/{c}` `{"digest"}` | deploys one component |
 //! | `POST /v1/tenants/{t}/apps/{a}/components/{c}/rollback` `{"version"?}` | makes an earlier version active |
 //! | `GET /v1/status` | what this host serves |
+//! | `GET /metrics` | Prometheus metrics of this host (see [`crate::metrics`]) |
 //!
 //! A deployment is validated before anything is stored: the manifest reads,
 //! every component compiles and links against what the host provides, and
@@ -196,6 +197,12 @@ async fn handle(
     token: &str,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if request.method() == http::Method::GET
+        && request.uri().path() == "/metrics"
+        && authorized(&request, token)
+    {
+        return metrics(platform);
+    }
     let answer = if !authorized(&request, token) {
         Err(Failure::new(
             StatusCode::UNAUTHORIZED,
@@ -224,6 +231,23 @@ async fn handle(
             header::HeaderValue::from_static("Bearer"),
         );
     }
+    response
+}
+
+/// `GET /metrics`: the OpenMetrics text of this host.
+fn metrics(platform: &Platform) -> Response<Full<Bytes>> {
+    let runtime = &platform.runtime;
+    let max = i64::from(runtime.config.max_instances);
+    let free = i64::try_from(runtime.slots.available_permits()).unwrap_or(max);
+    let open = i64::try_from(runtime.databases.open_connections()).unwrap_or(i64::MAX);
+    let text = runtime.metrics.encode(max - free, max, open);
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
     response
 }
 

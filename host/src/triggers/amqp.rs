@@ -31,6 +31,7 @@ use crate::app::{App, AppComponent};
 use crate::broker::topology::{self, ATTEMPT_HEADER, QueueSpec};
 use crate::broker::{Broker, Session};
 use crate::capabilities::messaging::bindings::{Delivery, Disposition, Message};
+use crate::metrics::Settled;
 
 /// Headers that keep a retried message's original address (the retry hop
 /// goes through the default exchange).
@@ -173,25 +174,31 @@ async fn handle(
     let incoming = to_guest(&delivery, &spec.queue);
     let attempt = incoming.attempt;
     let message_id = incoming.message.message_id.clone().unwrap_or_default();
-    let disposition = match app.component(&consumer.component) {
+    let component = app.component(&consumer.component).cloned();
+    let disposition = match &component {
         Some(component) => call(&app, component, &incoming).await,
         None => Disposition::Retry,
     };
-    let outcome = match disposition {
-        Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+    let (outcome, settled) = match disposition {
+        Disposition::Ack => (
+            delivery.acker.ack(BasicAckOptions::default()).await,
+            Settled::Ack,
+        ),
         Disposition::Reject => {
             tracing::warn!(queue = %spec.queue, %message_id, attempt, "handler rejected the message; dead-lettering it");
-            delivery
+            let rejected = delivery
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
-                .await
+                .await;
+            (rejected, Settled::Reject)
         }
         Disposition::Retry if attempt >= spec.max_attempts => {
             tracing::warn!(queue = %spec.queue, %message_id, attempt, "no attempts left; dead-lettering the message");
-            delivery
+            let rejected = delivery
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
-                .await
+                .await;
+            (rejected, Settled::DeadLetter)
         }
         Disposition::Retry => {
             let delay = spec.retry_delay_after(attempt);
@@ -205,25 +212,38 @@ async fn handle(
             {
                 Ok(()) => {
                     tracing::info!(queue = %spec.queue, %message_id, attempt, delay_ms = delay.as_millis() as u64, "retrying later");
-                    delivery.acker.ack(BasicAckOptions::default()).await
+                    (
+                        delivery.acker.ack(BasicAckOptions::default()).await,
+                        Settled::Retry,
+                    )
                 }
                 Err(err) => {
                     // Not parked for later: put it back as it is.
                     tracing::warn!(queue = %spec.queue, %message_id, "cannot schedule the retry ({err}); requeueing");
-                    delivery
+                    let nacked = delivery
                         .acker
                         .nack(BasicNackOptions {
                             requeue: true,
                             ..BasicNackOptions::default()
                         })
-                        .await
+                        .await;
+                    (nacked, Settled::Requeue)
                 }
             }
         }
     };
-    if let Err(err) = outcome {
+    match outcome {
+        Ok(_) => {
+            if let Some(component) = &component {
+                app.runtime
+                    .metrics
+                    .delivered(&component.labels, &spec.queue, settled);
+            }
+        }
         // The channel is gone: the broker redelivers the message.
-        tracing::warn!(queue = %spec.queue, %message_id, "cannot settle the delivery ({err}); it will be redelivered");
+        Err(err) => {
+            tracing::warn!(queue = %spec.queue, %message_id, "cannot settle the delivery ({err}); it will be redelivered");
+        }
     }
 }
 

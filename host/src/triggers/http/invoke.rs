@@ -13,6 +13,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView as _};
 
 use super::errors::HostError;
 use crate::app::{App, AppComponent};
+use crate::metrics::Failure;
 
 /// How the guest's task ended.
 enum Outcome {
@@ -64,10 +65,14 @@ pub(crate) async fn invoke(
     };
 
     let id = component.id.clone();
+    let metrics = runtime.metrics.clone();
+    let labels = component.labels.clone();
     let task = tokio::spawn(async move {
         let _held = (slot, component_permit, tenant_permit);
         let run = async {
+            let started = Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
+            metrics.instantiated(&labels, started.elapsed());
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, incoming, outparam)
@@ -77,14 +82,17 @@ pub(crate) async fn invoke(
             Ok(Ok(())) => Outcome::Finished,
             Ok(Err(err)) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
                 tracing::warn!(component = %id, "request interrupted at its deadline");
+                metrics.failed(&labels, Failure::Deadline);
                 Outcome::TimedOut
             }
             Ok(Err(err)) => {
                 tracing::error!(component = %id, error = ?err, "component trapped");
+                metrics.failed(&labels, Failure::Trap);
                 Outcome::Trapped
             }
             Err(_) => {
                 tracing::warn!(component = %id, "request timed out waiting on I/O");
+                metrics.failed(&labels, Failure::Deadline);
                 Outcome::TimedOut
             }
         }

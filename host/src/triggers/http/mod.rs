@@ -104,6 +104,7 @@ where
         .component(route.component_id())
         .ok_or(HostError::Internal)?
         .clone();
+    let started = Instant::now();
 
     let full_url = format!(
         "http://{host}{}",
@@ -126,10 +127,28 @@ where
 
     let deadline = app.deadline(&component);
     let response = invoke::invoke(app, &component, request, deadline).await;
-    if exceeded.load(Ordering::Relaxed) {
-        // The body was too large. Only answers that come before the body in the
-        // API's order of checks (401, 404, 405) stand; anything else was made
-        // without (or from a failed read of) the body.
+    let answer = settle(response, &component, exceeded.load(Ordering::Relaxed)).await;
+    let status = match &answer {
+        Ok(response) => response.status(),
+        Err(err) => err.status(),
+    };
+    app.runtime
+        .metrics
+        .request(&component.labels, status.as_u16(), started.elapsed());
+    answer
+}
+
+/// The component's answer as the client gets it: `413` if the request body
+/// was too large, unless the answer did not depend on it.
+async fn settle(
+    response: Result<Response<WasiBody>, HostError>,
+    component: &crate::app::AppComponent,
+    body_too_large: bool,
+) -> Result<Response<WasiBody>, HostError> {
+    if body_too_large {
+        // Only answers that come before the body in the API's order of checks
+        // (401, 404, 405) stand; anything else was made without (or from a
+        // failed read of) the body.
         let keep = matches!(&response, Ok(r) if matches!(r.status().as_u16(), 401 | 404 | 405));
         if !keep {
             return Err(HostError::PayloadTooLarge(component.max_request_body));
