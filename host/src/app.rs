@@ -254,6 +254,12 @@ impl App {
                 exchange: exchange.clone(),
                 app: manifest.application.name.clone(),
                 publish: component.trellis.publish.clone(),
+                metrics: runtime.metrics.clone(),
+                labels: crate::metrics::ComponentLabels {
+                    tenant: owner.tenant.clone().unwrap_or_default(),
+                    app: manifest.application.name.clone(),
+                    component: component.id.clone(),
+                },
             });
             let linked = prepared
                 .remove(&component.id)

@@ -9,6 +9,8 @@
 //! | `trellis_instantiation_duration_seconds{tenant,app,component}` | instantiating from the pre-instance |
 //! | `trellis_guest_failures_total{tenant,app,component,kind}` | `trap`, `deadline` |
 //! | `trellis_amqp_deliveries_total{tenant,app,component,queue,outcome}` | `ack`, `retry`, `reject`, `dead_letter`, `requeue` |
+//! | `trellis_amqp_redeliveries_total{tenant,app,component,queue}` | deliveries the broker marked redelivered |
+//! | `trellis_messages_published_total{tenant,app,component,via}` | confirmed publishes: `guest` (the publisher import), `outbox` (relayed rows) |
 //! | `trellis_instances_in_use`, `trellis_instances_max` | the instance pool |
 //! | `trellis_db_connections_open` | guests' database connections, idle ones included |
 //!
@@ -63,6 +65,29 @@ pub enum Failure {
     Deadline,
 }
 
+/// How a message went out.
+#[derive(Debug, Clone, Copy)]
+pub enum Via {
+    Guest,
+    Outbox,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    tenant: String,
+    app: String,
+    component: String,
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViaLabels {
+    tenant: String,
+    app: String,
+    component: String,
+    via: &'static str,
+}
+
 /// How a delivery was settled.
 #[derive(Debug, Clone, Copy)]
 pub enum Settled {
@@ -83,6 +108,8 @@ pub struct Metrics {
     instantiation_seconds: Latency,
     failures: Family<KindLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
+    redeliveries: Family<QueueLabels, Counter>,
+    published: Family<ViaLabels, Counter>,
     instances_in_use: Gauge,
     instances_max: Gauge,
     db_connections: Gauge,
@@ -132,6 +159,18 @@ impl Metrics {
             "Broker deliveries handled, by how they were settled",
             deliveries.clone(),
         );
+        let redeliveries = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "trellis_amqp_redeliveries",
+            "Deliveries the broker marked as redelivered",
+            redeliveries.clone(),
+        );
+        let published = Family::<ViaLabels, Counter>::default();
+        registry.register(
+            "trellis_messages_published",
+            "Messages the broker confirmed, by who published them",
+            published.clone(),
+        );
         let instances_in_use = Gauge::default();
         registry.register(
             "trellis_instances_in_use",
@@ -157,6 +196,8 @@ impl Metrics {
             instantiation_seconds,
             failures,
             deliveries,
+            redeliveries,
+            published,
             instances_in_use,
             instances_max,
             db_connections,
@@ -215,6 +256,32 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    pub fn redelivered(&self, labels: &ComponentLabels, queue: &str) {
+        self.redeliveries
+            .get_or_create(&QueueLabels {
+                tenant: labels.tenant.clone(),
+                app: labels.app.clone(),
+                component: labels.component.clone(),
+                queue: queue.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn published(&self, labels: &ComponentLabels, via: Via, messages: u64) {
+        let via = match via {
+            Via::Guest => "guest",
+            Via::Outbox => "outbox",
+        };
+        self.published
+            .get_or_create(&ViaLabels {
+                tenant: labels.tenant.clone(),
+                app: labels.app.clone(),
+                component: labels.component.clone(),
+                via,
+            })
+            .inc_by(messages);
     }
 
     /// The text exposition of every metric, gauges read now.

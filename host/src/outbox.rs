@@ -605,6 +605,11 @@ async fn drain(conn: &mut PgConnection, outbox: &Outbox, broker: &Broker) -> Res
     tx.commit().await.context("committing the outbox batch")?;
     if !sent.is_empty() {
         tracing::debug!(component = %outbox.component, published = sent.len(), "outbox relayed");
+        let messaging = &outbox.messaging;
+        let via = crate::metrics::Via::Outbox;
+        messaging
+            .metrics
+            .published(&messaging.labels, via, sent.len() as u64);
     }
     Ok(if down || rejected {
         Drained::BrokerDown

@@ -157,6 +157,29 @@ impl Host {
     }
 
     /// `GET` on the admin API with `token`; status and body.
+    /// `GET /metrics` with the token: the OpenMetrics text.
+    async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.admin_url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200);
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        response.text().await.expect("body")
+    }
+
     async fn admin_get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.get(format!("{}{path}", self.admin_url()));
         if let Some(token) = token {
@@ -313,6 +336,26 @@ async fn two_tenants_run_the_shop_and_each_sees_only_its_own_data() {
             "{queue} missing: {queues:?}"
         );
     }
+    // The saga's messages, counted as acme's alone: the order event went
+    // out through the outbox, the payment's outcome through the publisher.
+    // (The payment's ack may land just after the order is paid.)
+    let expected = [
+        r#"trellis_messages_published_total{tenant="acme",app="shop",component="order",via="outbox"} 1"#,
+        r#"trellis_messages_published_total{tenant="acme",app="shop",component="payment",via="guest"} 1"#,
+        r#"trellis_amqp_deliveries_total{tenant="acme",app="shop",component="payment",queue="acme.payment.order-created",outcome="ack"} 1"#,
+    ];
+    wait_for("the saga's metrics", async || {
+        let metrics = host.metrics().await;
+        expected
+            .iter()
+            .all(|line| metrics.lines().any(|l| l == *line))
+    })
+    .await;
+    let metrics = host.metrics().await;
+    assert!(
+        !metrics.contains(r#"trellis_messages_published_total{tenant="globex""#),
+        "{metrics}"
+    );
 
     // Only the app's own host name reaches it.
     for other in [
@@ -1022,24 +1065,7 @@ async fn metrics_count_each_tenants_requests() {
 
     let (status, _) = host.admin_get("/metrics", None).await;
     assert_eq!(status, 401);
-    let response = host
-        .http
-        .get(format!("{}/metrics", host.admin_url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    assert!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/openmetrics-text")),
-        "{:?}",
-        response.headers()
-    );
-    let text = response.text().await.expect("body");
+    let text = host.metrics().await;
     for line in [
         r#"trellis_http_requests_total{tenant="acme",app="greeter",component="web",status="200"} 3"#,
         r#"trellis_http_requests_total{tenant="zenith",app="greeter",component="web",status="200"} 1"#,

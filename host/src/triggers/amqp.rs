@@ -175,6 +175,12 @@ async fn handle(
     let attempt = incoming.attempt;
     let message_id = incoming.message.message_id.clone().unwrap_or_default();
     let component = app.component(&consumer.component).cloned();
+    if delivery.redelivered
+        && let Some(component) = &component
+    {
+        let metrics = &app.runtime.metrics;
+        metrics.redelivered(&component.labels, &spec.queue);
+    }
     let disposition = match &component {
         Some(component) => call(&app, component, &incoming).await,
         None => Disposition::Retry,

@@ -32,6 +32,9 @@ pub struct ComponentMessaging {
     pub app: String,
     /// Topic patterns of the keys it may publish.
     pub publish: Vec<String>,
+    /// Where what it publishes is counted, and under which labels.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub labels: crate::metrics::ComponentLabels,
 }
 
 impl ComponentMessaging {
@@ -151,7 +154,11 @@ impl bindings::publisher::Host for MessagingView<'_> {
             )));
         };
         Ok(match broker.publish(&outgoing).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let via = crate::metrics::Via::Guest;
+                self.ctx.metrics.published(&self.ctx.labels, via, 1);
+                Ok(())
+            }
             Err(PublishError::Unavailable(why)) => Err(Error::Unavailable(why)),
             Err(PublishError::Rejected) => Err(Error::Rejected(
                 "the broker refused the message (negative acknowledgement)".to_string(),
@@ -201,6 +208,12 @@ mod tests {
             exchange: "shop".into(),
             app: "shop".into(),
             publish: publish.iter().map(|p| p.to_string()).collect(),
+            metrics: Arc::default(),
+            labels: crate::metrics::ComponentLabels {
+                tenant: String::new(),
+                app: "shop".into(),
+                component: "c".into(),
+            },
         }
     }
 
