@@ -35,25 +35,22 @@ pub struct ComponentLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
-    tenant: String,
-    app: String,
-    component: String,
+    #[prometheus(flatten)]
+    of: ComponentLabels,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
-    tenant: String,
-    app: String,
-    component: String,
+    #[prometheus(flatten)]
+    of: ComponentLabels,
     kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
-    tenant: String,
-    app: String,
-    component: String,
+    #[prometheus(flatten)]
+    of: ComponentLabels,
     queue: String,
     outcome: &'static str,
 }
@@ -74,17 +71,15 @@ pub enum Via {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
-    tenant: String,
-    app: String,
-    component: String,
+    #[prometheus(flatten)]
+    of: ComponentLabels,
     queue: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ViaLabels {
-    tenant: String,
-    app: String,
-    component: String,
+    #[prometheus(flatten)]
+    of: ComponentLabels,
     via: &'static str,
 }
 
@@ -207,9 +202,7 @@ impl Metrics {
     pub fn request(&self, labels: &ComponentLabels, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&StatusLabels {
-                tenant: labels.tenant.clone(),
-                app: labels.app.clone(),
-                component: labels.component.clone(),
+                of: labels.clone(),
                 status,
             })
             .inc();
@@ -231,9 +224,7 @@ impl Metrics {
         };
         self.failures
             .get_or_create(&KindLabels {
-                tenant: labels.tenant.clone(),
-                app: labels.app.clone(),
-                component: labels.component.clone(),
+                of: labels.clone(),
                 kind,
             })
             .inc();
@@ -249,9 +240,7 @@ impl Metrics {
         };
         self.deliveries
             .get_or_create(&DeliveryLabels {
-                tenant: labels.tenant.clone(),
-                app: labels.app.clone(),
-                component: labels.component.clone(),
+                of: labels.clone(),
                 queue: queue.to_owned(),
                 outcome,
             })
@@ -261,9 +250,7 @@ impl Metrics {
     pub fn redelivered(&self, labels: &ComponentLabels, queue: &str) {
         self.redeliveries
             .get_or_create(&QueueLabels {
-                tenant: labels.tenant.clone(),
-                app: labels.app.clone(),
-                component: labels.component.clone(),
+                of: labels.clone(),
                 queue: queue.to_owned(),
             })
             .inc();
@@ -276,9 +263,7 @@ impl Metrics {
         };
         self.published
             .get_or_create(&ViaLabels {
-                tenant: labels.tenant.clone(),
-                app: labels.app.clone(),
-                component: labels.component.clone(),
+                of: labels.clone(),
                 via,
             })
             .inc_by(messages);

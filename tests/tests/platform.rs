@@ -91,13 +91,14 @@ impl Host {
 
     /// `trellis deploy` of the app in `app` to `tenant`; its stdout.
     fn deploy(&self, tenant: &str, app: &AppDir) -> String {
-        self.cli(&[
-            "deploy",
-            "--tenant",
-            tenant,
-            "-f",
-            &app.manifest().display().to_string(),
-        ])
+        let manifest = app.manifest().display().to_string();
+        self.cli(&deploy_args(tenant, &manifest))
+    }
+
+    /// The same deployment, which must fail; its error output.
+    fn deploy_fails(&self, tenant: &str, app: &AppDir) -> String {
+        let manifest = app.manifest().display().to_string();
+        self.cli_fails(&deploy_args(tenant, &manifest))
     }
 
     /// `trellis deploy --component` of one component's Wasm; its stdout.
@@ -190,6 +191,11 @@ impl Host {
         let text = response.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
+}
+
+/// `deploy --tenant <tenant> -f <manifest>`.
+fn deploy_args<'a>(tenant: &'a str, manifest: &'a str) -> [&'a str; 5] {
+    ["deploy", "--tenant", tenant, "-f", manifest]
 }
 
 /// An app with one component, `web`, answering every path: `hello` says
@@ -619,13 +625,7 @@ queue = "greetings"
 source = "{hello}"
 "#,
     );
-    let err = host.cli_fails(&[
-        "deploy",
-        "--tenant",
-        "acme",
-        "-f",
-        &no_handler.manifest().display().to_string(),
-    ]);
+    let err = host.deploy_fails("acme", &no_handler);
     assert!(
         err.contains("does not export trellis:messaging/handler"),
         "{err}"
@@ -659,23 +659,11 @@ colour = "blue"
 source = "{hello}"
 "#,
     );
-    let err = host.cli_fails(&[
-        "deploy",
-        "--tenant",
-        "acme",
-        "-f",
-        &bad_manifest.manifest().display().to_string(),
-    ]);
+    let err = host.deploy_fails("acme", &bad_manifest);
     assert!(err.contains("colour"), "{err}");
 
     // An unknown tenant.
-    let err = host.cli_fails(&[
-        "deploy",
-        "--tenant",
-        "nobody",
-        "-f",
-        &good.manifest().display().to_string(),
-    ]);
+    let err = host.deploy_fails("nobody", &good);
     assert!(err.contains("no tenant `nobody`"), "{err}");
 
     // Nothing changed: one version, revision 1, still serving.
@@ -935,13 +923,7 @@ source = "{dbtest}"
 allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
 "#,
     );
-    let err = host.cli_fails(&[
-        "deploy",
-        "--tenant",
-        "evil",
-        "-f",
-        &direct.manifest().display().to_string(),
-    ]);
+    let err = host.deploy_fails("evil", &direct);
     assert!(err.contains("platform's database server"), "{err}");
     let own_broker = AppDir::new(
         r#"spin_manifest_version = 2
@@ -956,13 +938,7 @@ component = "web"
 source = "{hello}"
 "#,
     );
-    let err = host.cli_fails(&[
-        "deploy",
-        "--tenant",
-        "evil",
-        "-f",
-        &own_broker.manifest().display().to_string(),
-    ]);
+    let err = host.deploy_fails("evil", &own_broker);
     assert!(err.contains("platform's broker"), "{err}");
 }
 

@@ -215,32 +215,35 @@ impl Store {
 
     /// Sets a tenant's limits; its hosts rebuild its apps with them.
     pub async fn set_limits(&self, name: &str, limits: &TenantLimits) -> Result<(), Refusal> {
-        let mut tx = self.pool.begin().await?;
-        let changed =
-            sqlx::query("UPDATE trellis_platform.tenants SET limits = $2 WHERE name = $1")
-                .bind(name)
-                .bind(sqlx::types::Json(limits))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if changed == 0 {
-            return Err(Refusal::NoTenant(name.to_owned()));
-        }
-        notify(&mut tx, name).await?;
-        tx.commit().await?;
-        Ok(())
+        let sql = "UPDATE trellis_platform.tenants SET limits = $2 WHERE name = $1";
+        self.update_tenant(name, sql, sqlx::types::Json(limits))
+            .await
     }
 
     /// Suspends or resumes a tenant; its hosts unload or reload its apps.
     pub async fn set_suspended(&self, name: &str, suspended: bool) -> Result<(), Refusal> {
+        let sql = "UPDATE trellis_platform.tenants SET suspended = $2 WHERE name = $1";
+        self.update_tenant(name, sql, suspended).await
+    }
+
+    /// Runs `sql` (`$1` the tenant's name, `$2` the value) and notifies the
+    /// tenant's hosts; `NoTenant` if there is no such tenant.
+    async fn update_tenant<'q, T>(
+        &self,
+        name: &'q str,
+        sql: &'static str,
+        value: T,
+    ) -> Result<(), Refusal>
+    where
+        T: 'q + Send + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
         let mut tx = self.pool.begin().await?;
-        let changed =
-            sqlx::query("UPDATE trellis_platform.tenants SET suspended = $2 WHERE name = $1")
-                .bind(name)
-                .bind(suspended)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let changed = sqlx::query(sql)
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if changed == 0 {
             return Err(Refusal::NoTenant(name.to_owned()));
         }
