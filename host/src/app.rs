@@ -173,6 +173,8 @@ pub struct App {
     pub broker: Option<Arc<Broker>>,
     pub consumers: Vec<Arc<AmqpConsumer>>,
     pub outboxes: Vec<Arc<Outbox>>,
+    /// Auth and CORS, as `[application.tool.trellis]` configures them.
+    pub gateway: Arc<crate::gateway::Gateway>,
     /// Service chaining back into this app; built once, cloned per request.
     dispatch: Arc<dyn InternalDispatch>,
 }
@@ -206,6 +208,7 @@ impl App {
             prepared.insert(component.id.clone(), linked);
         }
         check_exports(manifest, &prepared)?;
+        let gateway = Arc::new(crate::gateway::Gateway::load(manifest, &variables)?);
         if owner.tenant.is_some() {
             check_tenant_policy(&runtime, manifest, &variables)?;
         }
@@ -290,6 +293,7 @@ impl App {
             broker,
             consumers,
             outboxes,
+            gateway,
             dispatch: Arc::new(crate::triggers::http::Chaining(this.clone())),
         }))
     }
@@ -321,6 +325,7 @@ impl App {
             broker: self.broker.clone(),
             consumers: self.consumers.clone(),
             outboxes: self.outboxes.clone(),
+            gateway: self.gateway.clone(),
             dispatch: Arc::new(crate::triggers::http::Chaining(this.clone())),
         }))
     }

@@ -28,6 +28,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod gateway;
 pub mod manifest;
 pub mod metrics;
 pub mod outbox;

@@ -107,28 +107,43 @@ impl Router {
 
     /// Finds the component for a request path (without the query string).
     pub fn route(&self, path: &str) -> Option<RouteMatch<'_>> {
-        self.inner.finder.match_iter(path).find_map(|found| {
-            let entry = self.inner.entries.get(*found.handler())?;
-            let captures = found.captures();
-            let wildcard = captures.wildcard().unwrap_or("");
-            // routefinder 0.6 lets `/foo/*` match `/foobar`; Spin's `/foo/...`
-            // means "`/foo` and below", so demand a `/` before the captured tail.
-            if !wildcard.is_empty() && !preceded_by_slash(path, wildcard) {
-                return None;
-            }
-            let path_info = if entry.wildcard {
-                spin_path_info(wildcard, path.ends_with('/'))
-            } else {
-                String::new()
-            };
-            Some(RouteMatch {
-                entry,
-                named: captures
-                    .iter()
-                    .map(|(name, value)| (name.to_string(), value.to_string()))
-                    .collect(),
-                path_info,
-            })
+        let mut found = self.inner.finder.match_iter(path);
+        found.find_map(|found| self.accept(&found, path))
+    }
+
+    /// Every route matching a request path, best first: [`Router::route`]
+    /// takes the first.
+    pub fn matches<'a>(&'a self, path: &'a str) -> impl Iterator<Item = RouteMatch<'a>> + 'a {
+        let found = self.inner.finder.match_iter(path);
+        found.filter_map(move |found| self.accept(&found, path))
+    }
+
+    /// A match of `routefinder`'s, if Spin's rules accept it too.
+    fn accept(
+        &self,
+        found: &routefinder::Match<'_, '_, usize>,
+        path: &str,
+    ) -> Option<RouteMatch<'_>> {
+        let entry = self.inner.entries.get(*found.handler())?;
+        let captures = found.captures();
+        let wildcard = captures.wildcard().unwrap_or("");
+        // routefinder 0.6 lets `/foo/*` match `/foobar`; Spin's `/foo/...`
+        // means "`/foo` and below", so demand a `/` before the captured tail.
+        if !wildcard.is_empty() && !preceded_by_slash(path, wildcard) {
+            return None;
+        }
+        let path_info = if entry.wildcard {
+            spin_path_info(wildcard, path.ends_with('/'))
+        } else {
+            String::new()
+        };
+        Some(RouteMatch {
+            entry,
+            named: captures
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+            path_info,
         })
     }
 

@@ -16,6 +16,7 @@
 mod checks;
 mod component;
 mod error;
+mod gateway;
 mod model;
 mod resolve;
 mod schema;
@@ -33,8 +34,9 @@ use toml::{Spanned, Value};
 
 pub use error::ManifestError;
 pub use model::{
-    AmqpDefaults, AmqpTrigger, AppManifest, AppTrellis, Application, Component, ComponentBuild,
-    ComponentTrellis, FileMount, HttpRoute, HttpTrigger, ManagedDatabase, Variable,
+    AmqpDefaults, AmqpTrigger, ApiKeyScheme, AppManifest, AppTrellis, Application, AuthPolicy,
+    AuthRoute, AuthScheme, Component, ComponentBuild, ComponentTrellis, CorsPolicy, FileMount,
+    HttpRoute, HttpTrigger, JwtScheme, ManagedDatabase, Variable,
 };
 pub use template::expand_template;
 

@@ -53,10 +53,94 @@ pub struct Application {
     pub trellis: AppTrellis,
 }
 
-/// `[application.tool.trellis]`: no settings yet; the table is accepted (and
-/// any key in it rejected) so that adding settings later is not a break.
+/// `[application.tool.trellis]`: policies the host applies at the edge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AppTrellis {}
+pub struct AppTrellis {
+    /// Credentials routes require; `None`: every route is public.
+    pub auth: Option<AuthPolicy>,
+    /// Cross-origin requests; `None`: the host adds no CORS headers.
+    pub cors: Option<CorsPolicy>,
+}
+
+/// A credential scheme of `[application.tool.trellis.auth]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthScheme {
+    /// `api_key`: a key in a header.
+    ApiKey,
+    /// `jwt`: `Authorization: Bearer <token>`.
+    Jwt,
+}
+
+impl AuthScheme {
+    /// The name used in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthScheme::ApiKey => "api_key",
+            AuthScheme::Jwt => "jwt",
+        }
+    }
+}
+
+/// `[application.tool.trellis.auth]`, checked: every scheme named in
+/// `require` lists is configured, routes are well-formed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthPolicy {
+    /// Schemes accepted where no route entry matches; empty: public.
+    pub require: Vec<AuthScheme>,
+    pub api_key: Option<ApiKeyScheme>,
+    pub jwt: Option<JwtScheme>,
+    /// In manifest order.
+    pub routes: Vec<AuthRoute>,
+}
+
+/// `[application.tool.trellis.auth.api_key]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyScheme {
+    /// Lower-case header name.
+    pub header: String,
+    /// A template over application variables (checked to be declared),
+    /// expanding to `name:key` entries.
+    pub keys: String,
+}
+
+/// `[application.tool.trellis.auth.jwt]`; at least one of `secret`, `jwks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtScheme {
+    /// HS256 secret template.
+    pub secret: Option<String>,
+    /// RS256 key set file, absolute.
+    pub jwks: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_secs: u64,
+}
+
+/// One `[[application.tool.trellis.auth.routes]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRoute {
+    /// As written (without the base), checked like a trigger route.
+    pub route: String,
+    /// Upper-case method names; empty: all methods.
+    pub methods: Vec<String>,
+    /// Any one of these; empty: public.
+    pub require: Vec<AuthScheme>,
+}
+
+/// `[application.tool.trellis.cors]`, checked so that no combination the
+/// CORS rules forbid (credentials with `*`) gets through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorsPolicy {
+    /// Origins (`scheme://host[:port]`), or `["*"]`.
+    pub allowed_origins: Vec<String>,
+    /// Upper-case methods, or `["*"]`.
+    pub allowed_methods: Vec<String>,
+    /// Lower-case header names, or `["*"]`.
+    pub allowed_headers: Vec<String>,
+    /// Lower-case header names, or `["*"]`.
+    pub expose_headers: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age_secs: Option<u64>,
+}
 
 /// `[application.trigger.amqp]`: defaults for every `[[trigger.amqp]]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

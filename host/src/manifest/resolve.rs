@@ -10,8 +10,9 @@ use toml::Spanned;
 use super::checks::{VARIABLE_NAME_RULE, is_variable_name};
 use super::component::{self, in_range};
 use super::error::{ManifestError, Source};
+use super::gateway;
 use super::model::{AmqpDefaults, AppManifest, AppTrellis, Application, Variable};
-use super::schema::{RawAmqpDefaults, RawAppTrellis, RawApplication, RawManifest, RawVariable};
+use super::schema::{RawAmqpDefaults, RawApplication, RawManifest, RawVariable};
 use super::tables::TRIGGER_TYPES;
 use super::triggers;
 use crate::routing;
@@ -24,7 +25,7 @@ pub(crate) fn resolve(
 ) -> Result<AppManifest, ManifestError> {
     let variables = variables(src, raw.variables)?;
     let declared = |name: &str| variables.contains_key(name);
-    let application = application(src, raw.application, &declared)?;
+    let application = application(src, raw.application, &dir, &declared)?;
 
     let mut components = BTreeMap::new();
     for (id, raw_component) in raw.component {
@@ -103,6 +104,7 @@ fn variables(
 fn application(
     src: Source<'_>,
     raw: RawApplication,
+    dir: &std::path::Path,
     declared: &dyn Fn(&str) -> bool,
 ) -> Result<Application, ManifestError> {
     if let Some(unknown) = raw.trigger.unknown.first() {
@@ -133,12 +135,10 @@ fn application(
         authors: raw.authors,
         http_base,
         amqp_defaults,
-        // No settings yet; deserialising has already rejected any key in it.
-        trellis: raw
-            .tool
-            .trellis
-            .map(|RawAppTrellis {}| AppTrellis {})
-            .unwrap_or_default(),
+        trellis: match raw.tool.trellis {
+            Some(trellis) => gateway::resolve(src, trellis, dir, declared)?,
+            None => AppTrellis::default(),
+        },
     })
 }
 

@@ -128,10 +128,152 @@ pub(crate) struct RawAmqpDefaults {
     pub retry_delay_ms: Option<u64>,
 }
 
-/// `[application.tool.trellis]`: reserved for app-wide Trellis settings.
+/// `[application.tool.trellis]`: app-wide policies the host applies at the
+/// edge, before a component runs.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawAppTrellis {}
+pub(crate) struct RawAppTrellis {
+    /// Credentials the app's routes require.
+    ///
+    /// Example: `[application.tool.trellis.auth]` `require = ["api_key"]`
+    #[serde(default)]
+    pub auth: Option<Spanned<RawAuth>>,
+    /// Cross-origin requests from browsers.
+    ///
+    /// Example: `[application.tool.trellis.cors]` `allowed_origins = ["https://shop.example.com"]`
+    #[serde(default)]
+    pub cors: Option<Spanned<RawCors>>,
+}
+
+/// `[application.tool.trellis.auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    /// Schemes a route without a matching `[[...auth.routes]]` entry
+    /// requires, any one of them; empty (the default): such routes are public.
+    ///
+    /// Example: `require = ["api_key", "jwt"]`
+    #[serde(default)]
+    pub require: Option<Spanned<Vec<Spanned<String>>>>,
+    /// API keys, sent in a header.
+    ///
+    /// Example: `[application.tool.trellis.auth.api_key]` `keys = "{{ api_keys }}"`
+    #[serde(default)]
+    pub api_key: Option<Spanned<RawApiKey>>,
+    /// JSON Web Tokens, sent as `Authorization: Bearer <token>`.
+    ///
+    /// Example: `[application.tool.trellis.auth.jwt]` `secret = "{{ jwt_secret }}"`
+    #[serde(default)]
+    pub jwt: Option<Spanned<RawJwt>>,
+    /// Per-route requirements; the most specific matching route wins, as in
+    /// HTTP routing.
+    ///
+    /// Example: `[[application.tool.trellis.auth.routes]]` `route = "/orders/..."` `methods = ["POST"]` `require = ["jwt"]`
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawAuthRoute>>,
+}
+
+/// `[application.tool.trellis.auth.api_key]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiKey {
+    /// The request header carrying the key (default `x-api-key`).
+    ///
+    /// Example: `header = "x-api-key"`
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    /// The accepted keys, as `name:key` entries separated by commas or
+    /// whitespace; the name is the subject passed to the component. Usually
+    /// a template over a secret variable.
+    ///
+    /// Example: `keys = "{{ api_keys }}"`
+    pub keys: Spanned<String>,
+}
+
+/// `[application.tool.trellis.auth.jwt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJwt {
+    /// Shared secret for HS256 tokens; usually a template over a secret variable.
+    ///
+    /// Example: `secret = "{{ jwt_secret }}"`
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    /// A JWKS file (relative to the manifest) of RSA keys for RS256 tokens.
+    ///
+    /// Example: `jwks = "keys/jwks.json"`
+    #[serde(default)]
+    pub jwks: Option<Spanned<String>>,
+    /// Required `iss` claim, if set.
+    ///
+    /// Example: `issuer = "https://id.example.com"`
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    ///
+    /// Example: `audience = "shop"`
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30).
+    ///
+    /// Example: `leeway_secs = 30`
+    #[serde(default)]
+    pub leeway_secs: Option<Spanned<u64>>,
+}
+
+/// One `[[application.tool.trellis.auth.routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuthRoute {
+    /// A route in `[[trigger.http]]` syntax (relative to the app's base).
+    ///
+    /// Example: `route = "/orders/..."`
+    pub route: Spanned<String>,
+    /// Methods this entry applies to (default: all).
+    ///
+    /// Example: `methods = ["POST", "DELETE"]`
+    #[serde(default)]
+    pub methods: Option<Spanned<Vec<String>>>,
+    /// Schemes accepted, any one of them; `[]` makes the route public.
+    ///
+    /// Example: `require = ["api_key", "jwt"]`
+    pub require: Spanned<Vec<Spanned<String>>>,
+}
+
+/// `[application.tool.trellis.cors]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCors {
+    /// Origins allowed to call the app, e.g. `https://shop.example.com`, or `["*"]`.
+    ///
+    /// Example: `allowed_origins = ["https://shop.example.com"]`
+    pub allowed_origins: Spanned<Vec<String>>,
+    /// Methods allowed (default `GET, HEAD, POST`), or `["*"]`.
+    ///
+    /// Example: `allowed_methods = ["GET", "POST", "DELETE"]`
+    #[serde(default)]
+    pub allowed_methods: Option<Spanned<Vec<String>>>,
+    /// Request headers allowed beyond the CORS-safelisted ones, or `["*"]`.
+    ///
+    /// Example: `allowed_headers = ["content-type", "authorization"]`
+    #[serde(default)]
+    pub allowed_headers: Option<Spanned<Vec<String>>>,
+    /// Response headers scripts may read beyond the safelisted ones.
+    ///
+    /// Example: `expose_headers = ["location"]`
+    #[serde(default)]
+    pub expose_headers: Option<Spanned<Vec<String>>>,
+    /// Whether cookies and `Authorization` may be sent (no `*` allowed then).
+    ///
+    /// Example: `allow_credentials = true`
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer, in seconds.
+    ///
+    /// Example: `max_age_secs = 600`
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
+}
 
 /// One entry of `[variables]`.
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@
 
 mod errors;
 mod field_errors;
+mod gateway;
 mod good;
 
 use std::path::Path;

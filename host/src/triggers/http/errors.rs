@@ -13,6 +13,9 @@ const RETRY_AFTER_SECS: &str = "1";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostError {
     BadRequest(String),
+    /// No acceptable credential; the message says what is wrong, the
+    /// challenge goes in `WWW-Authenticate`.
+    Unauthorized(String, Option<&'static str>),
     NotFound(String),
     /// The route exists, but not for this method; carries the `Allow` value.
     MethodNotAllowed(&'static str),
@@ -43,6 +46,7 @@ impl HostError {
     pub fn status(&self) -> StatusCode {
         match self {
             HostError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HostError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             HostError::NotFound(_) => StatusCode::NOT_FOUND,
             HostError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HostError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -56,6 +60,7 @@ impl HostError {
     pub fn code(&self) -> &'static str {
         match self {
             HostError::BadRequest(_) => "bad_request",
+            HostError::Unauthorized(..) => "unauthorized",
             HostError::NotFound(_) => "not_found",
             HostError::MethodNotAllowed(_) => "method_not_allowed",
             HostError::PayloadTooLarge(_) => "payload_too_large",
@@ -71,7 +76,8 @@ impl HostError {
             HostError::BadRequest(msg)
             | HostError::NotFound(msg)
             | HostError::Unavailable(msg)
-            | HostError::TooManyRequests(msg, _) => msg.clone(),
+            | HostError::TooManyRequests(msg, _)
+            | HostError::Unauthorized(msg, _) => msg.clone(),
             HostError::MethodNotAllowed(allow) => format!("this route allows only {allow}"),
             HostError::PayloadTooLarge(limit) => {
                 format!("request body is larger than the limit of {limit} bytes")
@@ -95,6 +101,12 @@ impl HostError {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        if let HostError::Unauthorized(_, Some(challenge)) = self {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
             );
         }
         if let HostError::TooManyRequests(_, secs) = self {

@@ -70,6 +70,26 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<HttpError>,
 {
+    let gateway = app.gateway.clone();
+    let Some(cors) = &gateway.cors else {
+        return answer(app, client, request).await;
+    };
+    use tower::{Layer as _, ServiceExt as _};
+    let inner = tower::service_fn(move |request: Request<B>| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(answer(app, client, request).await) }
+    });
+    match cors.layer(inner).oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+async fn answer<B>(app: Arc<App>, client: SocketAddr, request: Request<B>) -> Response<WasiBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<HttpError>,
+{
     match route_inbound(&app, client, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
@@ -105,6 +125,18 @@ where
         .ok_or(HostError::Internal)?
         .clone();
     let started = Instant::now();
+    let verified = match &app.gateway.auth {
+        Some(auth) => match auth.check(request.method(), path, request.headers()) {
+            Ok(verified) => verified,
+            Err(refused) => {
+                let status = StatusCode::UNAUTHORIZED.as_u16();
+                let metrics = &app.runtime.metrics;
+                metrics.request(&component.labels, status, started.elapsed());
+                return Err(HostError::Unauthorized(refused.message, refused.challenge));
+            }
+        },
+        None => None,
+    };
 
     let full_url = format!(
         "http://{host}{}",
@@ -117,6 +149,9 @@ where
         &full_url,
         Some(client),
     );
+    if let Some(verified) = verified {
+        set_subject_headers(&mut parts.headers, &verified);
+    }
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -259,23 +294,20 @@ impl RouteHeaders<'static> {
     }
 }
 
-/// Sets Spin's request headers; inbound `spin-*` headers are dropped first so
-/// a client cannot forge them.
+/// Sets Spin's request headers; inbound `spin-*` and `trellis-*` headers
+/// (what the host sets) are dropped first so a client cannot forge them.
 fn set_spin_headers(
     headers: &mut HeaderMap,
     route: &RouteHeaders<'_>,
     full_url: &str,
     client: Option<SocketAddr>,
 ) {
-    if headers
-        .keys()
-        .any(|name| name.as_str().starts_with("spin-"))
-    {
-        let forged: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| name.as_str().starts_with("spin-"))
-            .cloned()
-            .collect();
+    let reserved = |name: &HeaderName| {
+        let name = name.as_str();
+        name.starts_with("spin-") || name.starts_with("trellis-")
+    };
+    if headers.keys().any(reserved) {
+        let forged: Vec<HeaderName> = headers.keys().filter(|n| reserved(n)).cloned().collect();
         for name in forged {
             headers.remove(name);
         }
@@ -309,6 +341,18 @@ fn set_spin_headers(
         {
             set(name, value);
         }
+    }
+}
+
+/// Tells the component who the gateway verified the caller to be.
+fn set_subject_headers(headers: &mut HeaderMap, verified: &crate::gateway::auth::Verified) {
+    use crate::gateway::auth::{SCHEME_HEADER, SUBJECT_HEADER};
+    if let Ok(subject) = HeaderValue::try_from(&*verified.subject) {
+        headers.insert(HeaderName::from_static(SUBJECT_HEADER), subject);
+        headers.insert(
+            HeaderName::from_static(SCHEME_HEADER),
+            HeaderValue::from_static(verified.scheme.name()),
+        );
     }
 }
 
