@@ -156,6 +156,32 @@ pub(crate) struct Mount {
     pub guest_path: String,
 }
 
+/// The host's call policy with the app's per-target settings applied.
+fn call_policies(
+    default: &crate::capabilities::outbound_http::resilience::CallPolicy,
+    manifest: &AppManifest,
+) -> crate::capabilities::outbound_http::resilience::Calls {
+    let targets = manifest
+        .application
+        .trellis
+        .calls
+        .iter()
+        .map(|(target, settings)| {
+            let mut policy = *default;
+            if let Some(ms) = settings.timeout_ms {
+                policy.timeout = Some(Duration::from_millis(ms));
+            }
+            policy.retries = settings.retries.unwrap_or(policy.retries);
+            policy.breaker_failures = settings.breaker_failures.unwrap_or(policy.breaker_failures);
+            if let Some(ms) = settings.breaker_open_ms {
+                policy.breaker_open = Duration::from_millis(ms);
+            }
+            (target.clone(), policy)
+        })
+        .collect();
+    crate::capabilities::outbound_http::resilience::Calls::new(*default, targets)
+}
+
 /// A loaded application.
 pub struct App {
     pub name: String,
@@ -280,7 +306,7 @@ impl App {
             broker.declare(&specs).await;
         }
 
-        let http_client = HttpClient::new()?;
+        let http_client = HttpClient::new(call_policies(&runtime.config.calls, manifest))?;
         Ok(Arc::new_cyclic(|this| App {
             name: manifest.application.name.clone(),
             owner,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::capabilities::database::DatabaseConfig;
+use crate::capabilities::outbound_http::resilience::CallPolicy;
 
 /// Limits and knobs of one `trellis` process.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct RuntimeConfig {
     /// The message broker of apps whose manifest names none
     /// (`[application.trigger.amqp] broker`).
     pub amqp_url: String,
+    /// Timeouts, retries and breakers of components' calls, unless an app's
+    /// `[application.tool.trellis.calls."<target>"]` says otherwise.
+    pub calls: CallPolicy,
 }
 
 /// The local RabbitMQ with its default account.
@@ -64,6 +68,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(1),
             database: DatabaseConfig::default(),
             amqp_url: DEFAULT_AMQP_URL.to_string(),
+            calls: CallPolicy::default(),
         }
     }
 }

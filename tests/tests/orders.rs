@@ -1296,3 +1296,63 @@ async fn orders_are_taken_while_the_broker_is_lost_and_paid_once_it_is_back() {
     assert_settles(&shop, &after, SETTLE).await;
     assert_eq!(order_ids_of(&shop, user).await.len(), 4);
 }
+
+/// The user service is made to fail (its table renamed away, so every
+/// lookup errors): after three failed lookups the order service's calls to
+/// it are answered `503` by the host without reaching it, and once the user
+/// service works again a probe closes the circuit and orders are created.
+#[tokio::test]
+async fn the_user_services_circuit_opens_while_it_fails_and_closes_after() {
+    let shop = Shop::start_with(
+        "breaker",
+        &[
+            "--breaker-failures",
+            "3",
+            "--breaker-open",
+            "1s",
+            "--call-retries",
+            "0",
+        ],
+    );
+    let user = create_user(&shop, "breaker@example.com").await;
+    create_order(&shop, user, "Book", 1500).await;
+
+    let schema = trellis_tests::psql(
+        &shop.db.name,
+        "SELECT schemaname FROM pg_tables WHERE tablename = 'users'",
+    );
+    let schema = schema.trim();
+    assert!(!schema.is_empty(), "no users table");
+    let rename = |from: &str, to: &str| {
+        trellis_tests::psql(
+            &shop.db.name,
+            &format!("ALTER TABLE \"{schema}\".{from} RENAME TO {to}"),
+        );
+    };
+    rename("users", "users_away");
+    for _ in 0..3 {
+        let reply = post_order(&shop, order_body(user, "Lamp", 900), None).await;
+        reply.assert_error(503, "unavailable");
+    }
+    assert!(
+        shop.trellis
+            .wait_for_log(|l| l.contains("circuit opened") && l.contains("user.spin.internal")),
+        "{}",
+        shop.trellis.logs()
+    );
+
+    // Back to health; while the circuit is open, still 503.
+    rename("users_away", "users");
+    let reply = post_order(&shop, order_body(user, "Lamp", 900), None).await;
+    reply.assert_error(503, "unavailable");
+    assert!(reply.header("retry-after").is_some());
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = post_order(&shop, order_body(user, "Lamp", 900), None).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert!(
+        shop.trellis.wait_for_log(|l| l.contains("circuit closed")),
+        "{}",
+        shop.trellis.logs()
+    );
+}

@@ -142,10 +142,13 @@ async fn get(url: &str) -> Result<Response, String> {
     let resp: Response = spin_sdk::http::send(Request::get(url))
         .await
         .map_err(|err| err.to_string())?;
-    // Relay status, body and content type; other upstream headers are not ours to forward.
+    // Relay status, body, content type and when to retry; other upstream
+    // headers are not ours to forward.
     let mut relayed = Response::new(*resp.status(), resp.body().to_vec());
-    if let Some(ct) = resp.header("content-type") {
-        relayed.set_header("content-type", ct.clone().into_utf8_lossy());
+    for name in ["content-type", "retry-after"] {
+        if let Some(value) = resp.header(name) {
+            relayed.set_header(name, value.clone().into_utf8_lossy());
+        }
     }
     Ok(relayed)
 }

@@ -10,6 +10,7 @@ use clap::Args;
 
 use crate::app::{App, Runtime};
 use crate::capabilities::database::DatabaseConfig;
+use crate::capabilities::outbound_http::resilience::CallPolicy;
 use crate::config::{RuntimeConfig, default_cache_dir};
 
 #[derive(Debug, Args)]
@@ -91,6 +92,21 @@ pub struct LimitArgs {
         hide_env_values = true
     )]
     pub amqp_url: String,
+    /// Deadline of one attempt of a component's call to another component
+    /// or host (e.g. `2s`); default: the caller's own deadline.
+    #[arg(long, env = "TRELLIS_CALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub call_timeout: Option<Duration>,
+    /// Extra attempts of an idempotent call (GET, HEAD, OPTIONS, PUT,
+    /// DELETE) after a failure, with exponential backoff and jitter.
+    #[arg(long, env = "TRELLIS_CALL_RETRIES", default_value_t = 2)]
+    pub call_retries: u32,
+    /// Failures in a row that open a target's circuit (calls answered `503`
+    /// at once); 0 turns breakers off.
+    #[arg(long, env = "TRELLIS_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one probe goes through.
+    #[arg(long, env = "TRELLIS_BREAKER_OPEN", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub breaker_open: Duration,
 }
 
 impl LimitArgs {
@@ -118,6 +134,13 @@ impl LimitArgs {
                 ..DatabaseConfig::default()
             },
             amqp_url: self.amqp_url.clone(),
+            calls: CallPolicy {
+                timeout: self.call_timeout,
+                retries: self.call_retries,
+                breaker_failures: self.breaker_failures,
+                breaker_open: self.breaker_open,
+                ..CallPolicy::default()
+            },
             ..RuntimeConfig::default()
         }
     }

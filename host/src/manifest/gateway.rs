@@ -1,17 +1,20 @@
-//! `[application.tool.trellis]`: the auth and CORS policies, checked so that
-//! what the host builds from them at load cannot fail on shape.
+//! `[application.tool.trellis]`: the auth and CORS policies and call
+//! settings, checked so that what the host builds from them at load cannot
+//! fail on shape.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use toml::Spanned;
 
-use super::component::check_template;
+use super::component::{check_template, in_range};
 use super::error::{ManifestError, Source};
 use super::model::{
-    ApiKeyScheme, AppTrellis, AuthPolicy, AuthRoute, AuthScheme, CorsPolicy, JwtScheme,
+    ApiKeyScheme, AppTrellis, AuthPolicy, AuthRoute, AuthScheme, CallSettings, CorsPolicy,
+    JwtScheme,
 };
-use super::schema::{RawApiKey, RawAppTrellis, RawAuth, RawCors, RawJwt};
+use super::schema::{RawApiKey, RawAppTrellis, RawAuth, RawCallPolicy, RawCors, RawJwt};
+use crate::capabilities::outbound_http::CHAINING_SUFFIX;
 use crate::routing;
 
 /// Default header of `[...auth.api_key]`.
@@ -31,7 +34,44 @@ pub(crate) fn resolve(
             .map(|auth| resolve_auth(src, auth, dir, declared))
             .transpose()?,
         cors: raw.cors.map(|cors| resolve_cors(src, cors)).transpose()?,
+        calls: raw
+            .calls
+            .into_iter()
+            .map(|(target, raw)| calls(src, target, raw))
+            .collect::<Result<_, _>>()?,
     })
+}
+
+fn calls(
+    src: Source<'_>,
+    target: Spanned<String>,
+    raw: RawCallPolicy,
+) -> Result<(String, CallSettings), ManifestError> {
+    let name = target.get_ref().to_ascii_lowercase();
+    let chained = name
+        .strip_suffix(CHAINING_SUFFIX)
+        .is_some_and(|id| !id.is_empty() && !id.contains('.'));
+    let host_port = name.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(['/', '*']) && port.parse::<u16>().is_ok()
+    });
+    if !chained && !host_port {
+        return Err(src.error(
+            target.span(),
+            format!(
+                "[application.tool.trellis.calls] target {:?} is neither a component (`<id>.spin.internal`) nor `host:port`",
+                target.get_ref()
+            ),
+        ));
+    }
+    Ok((
+        name,
+        CallSettings {
+            timeout_ms: in_range(src, "timeout_ms", raw.timeout_ms, 1, None, "")?,
+            retries: in_range(src, "retries", raw.retries, 0, Some(10), "")?,
+            breaker_failures: raw.breaker_failures,
+            breaker_open_ms: in_range(src, "breaker_open_ms", raw.breaker_open_ms, 1, None, "")?,
+        },
+    ))
 }
 
 fn resolve_auth(

@@ -35,8 +35,8 @@ use toml::{Spanned, Value};
 pub use error::ManifestError;
 pub use model::{
     AmqpDefaults, AmqpTrigger, ApiKeyScheme, AppManifest, AppTrellis, Application, AuthPolicy,
-    AuthRoute, AuthScheme, Component, ComponentBuild, ComponentTrellis, CorsPolicy, FileMount,
-    HttpRoute, HttpTrigger, JwtScheme, ManagedDatabase, Variable,
+    AuthRoute, AuthScheme, CallSettings, Component, ComponentBuild, ComponentTrellis, CorsPolicy,
+    FileMount, HttpRoute, HttpTrigger, JwtScheme, ManagedDatabase, Variable,
 };
 pub use template::expand_template;
 

@@ -60,6 +60,18 @@ pub struct AppTrellis {
     pub auth: Option<AuthPolicy>,
     /// Cross-origin requests; `None`: the host adds no CORS headers.
     pub cors: Option<CorsPolicy>,
+    /// Call settings by target (`<id>.spin.internal` or `host:port`,
+    /// lower-case); what is `None` keeps the host's default.
+    pub calls: BTreeMap<String, CallSettings>,
+}
+
+/// `[application.tool.trellis.calls."<target>"]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallSettings {
+    pub timeout_ms: Option<u64>,
+    pub retries: Option<u32>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_open_ms: Option<u64>,
 }
 
 /// A credential scheme of `[application.tool.trellis.auth]`.

@@ -143,6 +143,40 @@ pub(crate) struct RawAppTrellis {
     /// Example: `[application.tool.trellis.cors]` `allowed_origins = ["https://shop.example.com"]`
     #[serde(default)]
     pub cors: Option<Spanned<RawCors>>,
+    /// Timeouts, retries and circuit breakers of calls to one target (a
+    /// component, `<id>.spin.internal`, or an outbound `host:port`),
+    /// overriding the host's defaults.
+    ///
+    /// Example: `[application.tool.trellis.calls."user.spin.internal"]` `timeout_ms = 2000`
+    #[serde(default)]
+    pub calls: std::collections::BTreeMap<Spanned<String>, RawCallPolicy>,
+}
+
+/// `[application.tool.trellis.calls."<target>"]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCallPolicy {
+    /// Deadline of one attempt, in milliseconds (at least 1).
+    ///
+    /// Example: `timeout_ms = 2000`
+    #[serde(default)]
+    pub timeout_ms: Option<Spanned<u64>>,
+    /// Extra attempts of idempotent calls after a failure (0..=10).
+    ///
+    /// Example: `retries = 2`
+    #[serde(default)]
+    pub retries: Option<Spanned<u32>>,
+    /// Failures in a row that open the circuit; 0 turns the breaker off.
+    ///
+    /// Example: `breaker_failures = 5`
+    #[serde(default)]
+    pub breaker_failures: Option<u32>,
+    /// How long an open circuit refuses calls before a probe, in
+    /// milliseconds (at least 1).
+    ///
+    /// Example: `breaker_open_ms = 5000`
+    #[serde(default)]
+    pub breaker_open_ms: Option<Spanned<u64>>,
 }
 
 /// `[application.tool.trellis.auth]`.

@@ -5,6 +5,10 @@
 //! and a log line. `http://<component>.spin.internal` never touches a socket:
 //! it is handed to the app's in-process dispatcher. Everything else goes
 //! through one pooled client per app, so repeated calls reuse connections.
+//! Both kinds of call get the app's timeouts, retries and circuit breakers
+//! ([`resilience`]).
+
+pub mod resilience;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,14 +56,16 @@ pub trait InternalDispatch: Send + Sync {
     ) -> BoxFuture<Result<http::Response<WasiBody>, HttpError>>;
 }
 
-/// Pooled client for real outbound hosts, shared by all requests of an app.
+/// Pooled client for real outbound hosts and the call policies and
+/// breakers of every target, shared by all requests of an app.
 #[derive(Clone)]
 pub struct HttpClient {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>,
+    calls: Arc<resilience::Calls>,
 }
 
 impl HttpClient {
-    pub fn new() -> anyhow::Result<Self> {
+    pub fn new(calls: resilience::Calls) -> anyhow::Result<Self> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
@@ -68,7 +74,10 @@ impl HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            calls: Arc::new(calls),
+        })
     }
 }
 
@@ -119,24 +128,35 @@ impl WasiHttpHooks for OutboundHttp {
         let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
             Box::new(async { Ok(()) });
 
-        if let Some(component) = target {
-            let dispatch = self.dispatch.clone();
-            return Box::new(async move {
-                let response = dispatch.dispatch(&component, request, deadline).await?;
-                Ok((response, done))
-            });
-        }
-
+        let key = resilience::target_key(request.uri(), target.as_deref());
+        let calls = self.client.calls.clone();
         let client = self.client.client.clone();
+        let dispatch = self.dispatch.clone();
         Box::new(async move {
-            let response = tokio::time::timeout_at(deadline.into(), client.request(request))
-                .await
-                .map_err(|_| HttpError::HttpResponseTimeout)?
-                .map_err(client_error)?;
-            let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
+            let send = move |request: http::Request<WasiBody>,
+                             deadline: Instant|
+                  -> BoxFuture<Result<http::Response<WasiBody>, HttpError>> {
+                match &target {
+                    Some(component) => dispatch.dispatch(component, request, deadline),
+                    None => Box::pin(send_outbound(client.clone(), request, deadline)),
+                }
+            };
+            let response = calls.call(&key, request, deadline, &send).await?;
             Ok((response, done))
         })
     }
+}
+
+async fn send_outbound(
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>,
+    request: http::Request<WasiBody>,
+    deadline: Instant,
+) -> Result<http::Response<WasiBody>, HttpError> {
+    let response = tokio::time::timeout_at(deadline.into(), client.request(request))
+        .await
+        .map_err(|_| HttpError::HttpResponseTimeout)?
+        .map_err(client_error)?;
+    Ok(response.map(|body| body.map_err(HttpError::from).boxed_unsync()))
 }
 
 fn client_error(err: hyper_util::client::legacy::Error) -> HttpError {

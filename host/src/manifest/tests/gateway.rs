@@ -182,3 +182,51 @@ fn cors_mistakes_are_named() {
         &["\"bad header\" is not valid here"],
     );
 }
+
+fn calls(table: &str) -> String {
+    format!("{HEADER}{table}\n")
+}
+
+#[test]
+fn call_settings_are_read_by_target() {
+    let manifest = parse_ok(&calls(
+        "[application.tool.trellis.calls.\"User.spin.internal\"]\ntimeout_ms = 2000\nbreaker_failures = 0\n\
+         [application.tool.trellis.calls.\"api.example.com:443\"]\nretries = 0\nbreaker_open_ms = 10000\n",
+    ));
+    let settings = &manifest.application.trellis.calls;
+    let user = settings["user.spin.internal"];
+    assert_eq!(user.timeout_ms, Some(2000));
+    assert_eq!(user.breaker_failures, Some(0));
+    assert_eq!(user.retries, None);
+    let api = settings["api.example.com:443"];
+    assert_eq!(api.retries, Some(0));
+    assert_eq!(api.breaker_open_ms, Some(10000));
+}
+
+#[test]
+fn call_setting_mistakes_are_named() {
+    for target in [
+        "api.example.com",
+        "https://api.example.com:443",
+        ".spin.internal",
+        "*.example.com:443",
+    ] {
+        assert_error(
+            &calls(&format!(
+                "[application.tool.trellis.calls.\"{target}\"]\nretries = 1"
+            )),
+            "[application.tool.trellis.calls",
+            &["is neither a component (`<id>.spin.internal`) nor `host:port`"],
+        );
+    }
+    assert_error(
+        &calls("[application.tool.trellis.calls.\"a.spin.internal\"]\nretries = 11"),
+        "retries",
+        &["`retries` must be between 0 and 10, found 11"],
+    );
+    assert_error(
+        &calls("[application.tool.trellis.calls.\"a.spin.internal\"]\ntimeout_ms = 0"),
+        "timeout_ms",
+        &["`timeout_ms` must be at least 1, found 0"],
+    );
+}
