@@ -69,6 +69,7 @@ for component in user order payment; do
   mkdir -p "$app/components/$component"
   cp -r "components/$component/migrations" "$app/components/$component/"
 done
+cp openapi.json "$app/"
 awk -v root="$PWD/" '
   /^# --- benchmark guest/ {skip = 1}
   /^# --- components/ {skip = 0}

@@ -147,6 +147,8 @@ pub struct AppComponent {
     pub(crate) concurrency: Option<Arc<Semaphore>>,
     /// Its tenant, app and id, as metrics label them.
     pub(crate) labels: crate::metrics::ComponentLabels,
+    /// How much of its stdout and stderr reaches the log.
+    pub(crate) output: Arc<crate::capabilities::guest_output::OutputBudget>,
 }
 
 /// A directory made visible to the guest, read-only.
@@ -306,7 +308,15 @@ impl App {
             broker.declare(&specs).await;
         }
 
-        let http_client = HttpClient::new(call_policies(&runtime.config.calls, manifest))?;
+        let calls = call_policies(&runtime.config.calls, manifest).with_metrics(
+            runtime.metrics.clone(),
+            crate::metrics::ComponentLabels {
+                tenant: owner.tenant.clone().unwrap_or_default(),
+                app: manifest.application.name.clone(),
+                component: String::new(),
+            },
+        );
+        let http_client = HttpClient::new(calls)?;
         Ok(Arc::new_cyclic(|this| App {
             name: manifest.application.name.clone(),
             owner,
@@ -714,6 +724,7 @@ async fn load_component(
     }
 
     let loaded = AppComponent {
+        output: Arc::default(),
         labels: crate::metrics::ComponentLabels {
             tenant: owner.tenant.clone().unwrap_or_default(),
             app: manifest.application.name.clone(),

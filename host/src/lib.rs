@@ -35,4 +35,5 @@ pub mod outbox;
 pub mod platform;
 pub mod routing;
 pub mod store;
+pub mod telemetry;
 pub mod triggers;

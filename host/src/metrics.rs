@@ -13,6 +13,8 @@
 //! | `trellis_messages_published_total{tenant,app,component,via}` | confirmed publishes: `guest` (the publisher import), `outbox` (relayed rows) |
 //! | `trellis_instances_in_use`, `trellis_instances_max` | the instance pool |
 //! | `trellis_db_connections_open` | guests' database connections, idle ones included |
+//! | `trellis_calls_total{tenant,app,component,target,outcome}` | attempts of chained and outbound calls: `ok`, `failed`, `open` (refused by an open circuit) |
+//! | `trellis_circuit_transitions_total{tenant,app,target,to}` | breakers opening (`open`) and closing (`closed`) |
 //!
 //! Counters are counted where things happen; gauges are read at scrape time.
 
@@ -70,6 +72,31 @@ pub enum Via {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    #[prometheus(flatten)]
+    of: ComponentLabels,
+    target: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitLabels {
+    tenant: String,
+    app: String,
+    target: String,
+    to: &'static str,
+}
+
+/// How one attempt of a call ended.
+#[derive(Debug, Clone, Copy)]
+pub enum CallOutcome {
+    Ok,
+    Failed,
+    /// Refused without trying: the target's circuit is open.
+    Open,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     #[prometheus(flatten)]
     of: ComponentLabels,
@@ -105,6 +132,8 @@ pub struct Metrics {
     deliveries: Family<DeliveryLabels, Counter>,
     redeliveries: Family<QueueLabels, Counter>,
     published: Family<ViaLabels, Counter>,
+    calls: Family<CallLabels, Counter>,
+    circuits: Family<CircuitLabels, Counter>,
     instances_in_use: Gauge,
     instances_max: Gauge,
     db_connections: Gauge,
@@ -166,6 +195,18 @@ impl Metrics {
             "Messages the broker confirmed, by who published them",
             published.clone(),
         );
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "trellis_calls",
+            "Attempts of chained and outbound calls, by outcome",
+            calls.clone(),
+        );
+        let circuits = Family::<CircuitLabels, Counter>::default();
+        registry.register(
+            "trellis_circuit_transitions",
+            "Circuit breakers opening and closing, by target",
+            circuits.clone(),
+        );
         let instances_in_use = Gauge::default();
         registry.register(
             "trellis_instances_in_use",
@@ -193,6 +234,8 @@ impl Metrics {
             deliveries,
             redeliveries,
             published,
+            calls,
+            circuits,
             instances_in_use,
             instances_max,
             db_connections,
@@ -269,6 +312,33 @@ impl Metrics {
             .inc_by(messages);
     }
 
+    pub fn called(&self, labels: &ComponentLabels, target: &str, outcome: CallOutcome) {
+        let outcome = match outcome {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Open => "open",
+        };
+        self.calls
+            .get_or_create(&CallLabels {
+                of: labels.clone(),
+                target: target.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// A breaker of `tenant`'s `app` for `target` opened (`open = true`) or closed.
+    pub fn circuit(&self, tenant: &str, app: &str, target: &str, open: bool) {
+        self.circuits
+            .get_or_create(&CircuitLabels {
+                tenant: tenant.to_owned(),
+                app: app.to_owned(),
+                target: target.to_owned(),
+                to: if open { "open" } else { "closed" },
+            })
+            .inc();
+    }
+
     /// The text exposition of every metric, gauges read now.
     pub fn encode(&self, instances_in_use: i64, instances_max: i64, db_connections: i64) -> String {
         self.instances_in_use.set(instances_in_use);
@@ -278,6 +348,54 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// `GET /metrics` of `runtime`: the text exposition, gauges read now.
+pub fn response(
+    runtime: &crate::app::Runtime,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let max = i64::from(runtime.config.max_instances);
+    let free = i64::try_from(runtime.slots.available_permits()).unwrap_or(max);
+    let open = i64::try_from(runtime.databases.open_connections()).unwrap_or(i64::MAX);
+    let text = runtime.metrics.encode(max - free, max, open);
+    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
+}
+
+/// Serves `GET /metrics` on `listener` (`trellis up --metrics-listen`):
+/// no token, so bind it where only the scraper reaches.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    runtime: std::sync::Arc<crate::app::Runtime>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let mut response = response(&runtime);
+                    if request.uri().path() != "/metrics" {
+                        response = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"only /metrics is served here\n"),
+                        ));
+                        *response.status_mut() = http::StatusCode::NOT_FOUND;
+                    }
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

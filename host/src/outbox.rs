@@ -571,10 +571,22 @@ async fn drain(conn: &mut PgConnection, outbox: &Outbox, broker: &Broker) -> Res
         ));
     }
 
+    // Each message continues the trace of the request that wrote it.
+    let spans: Vec<tracing::Span> = messages
+        .iter_mut()
+        .map(|(_, message)| {
+            let span = crate::capabilities::messaging::publish_span(message);
+            crate::telemetry::continue_from_pairs(&span, &message.headers);
+            crate::telemetry::inject_pairs(&span, &mut message.headers);
+            span
+        })
+        .collect();
     // Publish the batch pipelined on the one confirm channel.
     let results =
-        futures::future::join_all(messages.iter().map(|(_, message)| broker.publish(message)))
-            .await;
+        futures::future::join_all(messages.iter().zip(&spans).map(|((_, message), span)| {
+            tracing::Instrument::instrument(broker.publish(message), span.clone())
+        }))
+        .await;
     let mut sent = Vec::with_capacity(messages.len());
     let mut down = false;
     let mut rejected = false;

@@ -15,6 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::app::{App, AppComponent};
 use crate::capabilities::database::{self, ComponentDatabases, DatabaseView};
+use crate::capabilities::guest_output::GuestOutput;
 use crate::capabilities::messaging::{self, ComponentMessaging, MessagingView};
 use crate::capabilities::outbound_http::OutboundHttp;
 use crate::capabilities::variables::{self, ComponentVariables, VariablesView};
@@ -67,10 +68,9 @@ pub fn new_store(
 impl RequestState {
     pub fn new(app: &Arc<App>, component: &AppComponent, deadline: Instant) -> Self {
         let mut wasi = WasiCtx::builder();
-        // Guest output goes to the host's stderr: stdout carries the host's
-        // own start-up lines, which scripts read.
-        wasi.stdout(std::io::stderr())
-            .stderr(std::io::stderr())
+        // Guest output goes to the host's log, line by line, bounded.
+        wasi.stdout(GuestOutput::stdout(component.output.clone()))
+            .stderr(GuestOutput::stderr(component.output.clone()))
             .envs(&component.environment);
         for mount in &component.files {
             // The directory was checked at load time; a failure now (deleted

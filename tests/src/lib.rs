@@ -68,6 +68,8 @@ pub struct Trellis {
     pub addr: SocketAddr,
     /// The admin API's address, under `trellis serve`.
     pub admin: Option<SocketAddr>,
+    /// The metrics listener's address, under `trellis up --metrics-listen`.
+    pub metrics: Option<SocketAddr>,
     logs: Arc<Mutex<String>>,
     _cache: Option<tempfile::TempDir>,
 }
@@ -163,32 +165,35 @@ impl Trellis {
         std::thread::spawn(move || {
             // Read to the end: the host must never write into a closed pipe.
             let mut public = None;
+            let mut metrics = None;
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if sent {
                     continue;
                 }
-                if public.is_none()
+                if let Some(addr) = line.strip_prefix("Metrics http://") {
+                    metrics = addr.strip_suffix("/metrics").map(str::to_owned);
+                } else if public.is_none()
                     && let Some(addr) = line.strip_prefix("Serving http://")
                 {
                     let addr = addr.split_whitespace().next().unwrap_or("").to_string();
                     if serving_admin {
                         public = Some(addr);
                     } else {
-                        sent = tx.send((addr, None)).is_ok();
+                        sent = tx.send((addr, None, metrics.clone())).is_ok();
                     }
                 } else if let (Some(addr), Some(admin)) =
                     (&public, line.strip_prefix("Admin API http://"))
                 {
                     sent = tx
-                        .send((addr.clone(), Some(admin.trim().to_string())))
+                        .send((addr.clone(), Some(admin.trim().to_string()), None))
                         .is_ok();
                 }
             }
         });
 
         let started = Instant::now();
-        let (addr, admin) = loop {
+        let (addr, admin, metrics) = loop {
             if let Ok(addrs) = rx.recv_timeout(Duration::from_millis(50)) {
                 break addrs;
             }
@@ -207,6 +212,7 @@ impl Trellis {
             child,
             addr: addr.parse().expect("listen address"),
             admin: admin.map(|a| a.parse().expect("admin address")),
+            metrics: metrics.map(|a| a.parse().expect("metrics address")),
             logs,
             _cache: cache,
         })
@@ -574,7 +580,8 @@ pub fn workspace_root() -> PathBuf {
 ///
 /// - `source = "target/wasm32-wasip2/release/<x>.wasm"` becomes the absolute
 ///   path of [`guest`]`("<x>")` (panics if that guest was not built);
-/// - a relative `migrations = "<dir>"` becomes `<workspace root>/<dir>`;
+/// - a relative `migrations = "<dir>"` becomes `<workspace root>/<dir>`, and
+///   so does `openapi = "<file>"`;
 /// - `[component.<id>.build]` tables are dropped (nothing is built here).
 ///
 /// Everything else (routes, triggers, variables, tool tables) is kept as it is,
@@ -602,6 +609,8 @@ pub fn shop_app() -> AppDir {
             std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy migration");
         }
     }
+    std::fs::copy(root.join("openapi.json"), app.path().join("openapi.json"))
+        .expect("copy openapi.json");
     app
 }
 
@@ -631,6 +640,12 @@ fn shop_manifest_text(absolute_migrations: bool) -> String {
                 .and_then(|v| v.strip_suffix(".wasm"))
         {
             out.push_str(&format!("source = {}\n", toml_quote(&guest(name))));
+            continue;
+        }
+        if let Some(value) = toml_string_value(trimmed, "openapi")
+            && absolute_migrations
+        {
+            out.push_str(&format!("openapi = {}\n", toml_quote(&root.join(value))));
             continue;
         }
         if let Some(value) = toml_string_value(trimmed, "migrations")
@@ -700,6 +715,16 @@ impl Shop {
     /// whose access was revoked with [`TestBroker::revoke_access`], to start
     /// with the broker unreachable).
     pub fn start_in(db: TestDatabase, broker: TestBroker, extra_args: &[&str]) -> Self {
+        Self::start_in_env(db, broker, extra_args, &[])
+    }
+
+    /// [`Shop::start_in`] with environment variables for `trellis up`.
+    pub fn start_in_env(
+        db: TestDatabase,
+        broker: TestBroker,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let app = AppDir::new(&shop_manifest());
         let mut args = vec![
             "--database-url",
@@ -716,6 +741,7 @@ impl Shop {
             &app.manifest(),
             UpOptions {
                 args,
+                env: env.to_vec(),
                 ..UpOptions::default()
             },
         );

@@ -190,6 +190,55 @@ async fn unrouted_paths_are_404_and_health_is_served() {
     assert!(body["dependencies"].is_object(), "{body}");
 }
 
+#[tokio::test]
+async fn guest_output_is_logged_line_by_line_with_its_labels_and_bounded() {
+    let app = app(9);
+    let trellis = Trellis::up(&app.manifest());
+    let http = client();
+    let print = |lines: usize| {
+        http.get(trellis.url(&format!("/tb/print?lines={lines}")))
+            .send()
+    };
+
+    assert_eq!(print(3).await.expect("request").status(), 200);
+    let logged = |text: &str| {
+        let text = text.to_owned();
+        move |line: &str| line.contains(&text)
+    };
+    assert!(
+        trellis.wait_for_log(logged("testbed line 3 to stdout")),
+        "{}",
+        trellis.logs()
+    );
+    let logs = trellis.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("testbed line 1 to stdout"))
+        .expect("the first line");
+    // In the run's span: its app and component; and which stream.
+    assert!(line.contains("app=\"e2e\""), "{line}");
+    assert!(line.contains("component=\"testbed\""), "{line}");
+    assert!(line.contains("stream=\"stdout\""), "{line}");
+    // A last line without a newline is logged when the stream closes.
+    assert!(trellis.wait_for_log(logged("testbed to stderr, without a newline")));
+
+    // Far over the rate: most lines are dropped, and the count is logged.
+    assert_eq!(print(5000).await.expect("request").status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(print(1).await.expect("request").status(), 200);
+    assert!(
+        trellis.wait_for_log(logged("lines of guest output dropped")),
+        "{}",
+        trellis.logs()
+    );
+    let printed = trellis
+        .logs()
+        .lines()
+        .filter(|l| l.contains("to stdout"))
+        .count();
+    assert!(printed < 1300, "{printed} lines logged");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trap_is_500_and_the_next_request_is_served() {
     let app = app(9);

@@ -59,6 +59,8 @@ async fn a_failing_callee_opens_its_circuit_and_a_probe_closes_it() {
             "1s",
             "--call-retries",
             "0",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     );
     let echo = "/tb/chain?to=callee&path=/echo";
@@ -94,6 +96,28 @@ async fn a_failing_callee_opens_its_circuit_and_a_probe_closes_it() {
         trellis.logs()
     );
     assert_eq!(get(&trellis, echo).await.status, 200);
+
+    // The metrics listener counts each attempt and each change of state.
+    let addr = trellis.metrics.expect("a metrics listener");
+    let text = client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let labels = r#"tenant="",app="calls",component="caller",target="callee.spin.internal""#;
+    for (outcome, count) in [("ok", 3), ("failed", 3), ("open", 1)] {
+        let line = format!("trellis_calls_total{{{labels},outcome=\"{outcome}\"}} {count}");
+        assert!(text.contains(&line), "no `{line}` in:\n{text}");
+    }
+    for to in ["open", "closed"] {
+        let line = format!(
+            "trellis_circuit_transitions_total{{tenant=\"\",app=\"calls\",target=\"callee.spin.internal\",to=\"{to}\"}} 1"
+        );
+        assert!(text.contains(&line), "no `{line}` in:\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -66,6 +66,16 @@ async fn handle(req: Request) -> Response {
             },
             None => bad_request("missing `name`"),
         },
+        "/print" => match param("lines").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => {
+                for i in 1..=n {
+                    println!("testbed line {i} to stdout");
+                }
+                eprint!("testbed to stderr, without a newline");
+                text(200, format!("printed {n} lines"))
+            }
+            None => bad_request("`lines` must be a number of lines"),
+        },
         "/big" => match param("bytes").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) => text(200, "x".repeat(n)),
             None => bad_request("`bytes` must be a byte count"),

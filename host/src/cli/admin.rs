@@ -489,11 +489,12 @@ async fn upload(api: &Api, id: &str, path: &Path) -> Result<String> {
 }
 
 /// The files an app's manifest refers to (migrations, mounted directories,
-/// the JWKS file), by path relative to the manifest, base64-encoded.
+/// the JWKS file, the OpenAPI document), by path relative to the manifest, base64-encoded.
 fn collect_assets(manifest: &crate::manifest::AppManifest) -> Result<BTreeMap<String, String>> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     let auth = manifest.application.trellis.auth.as_ref();
     dirs.extend(auth.and_then(|a| a.jwt.as_ref()?.jwks.clone()));
+    dirs.extend(manifest.application.trellis.openapi.clone());
     for component in manifest.components.values() {
         dirs.extend(
             component

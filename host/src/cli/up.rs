@@ -23,6 +23,10 @@ pub struct UpArgs {
     /// Address to listen on; port 0 picks a free port (printed at start-up).
     #[arg(long, env = "TRELLIS_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
+    /// Serve Prometheus metrics at `http://<addr>/metrics` (no token: bind
+    /// it where only the scraper reaches); default: not served.
+    #[arg(long, env = "TRELLIS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -168,6 +172,14 @@ impl UpArgs {
             .await
             .with_context(|| format!("listening on {}", self.listen))?;
         let addr = listener.local_addr()?;
+        // Before `Serving`, which scripts wait for.
+        if let Some(metrics) = self.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(metrics)
+                .await
+                .with_context(|| format!("--metrics-listen {metrics}"))?;
+            println!("Metrics http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(crate::metrics::serve(listener, app.runtime.clone()));
+        }
         // Scripts and tests read this line to find the port.
         println!("Serving http://{addr}");
         println!("Available Routes:");

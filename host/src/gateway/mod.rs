@@ -5,7 +5,9 @@
 pub mod auth;
 pub mod cors;
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
 
 use crate::capabilities::variables::AppVariables;
 use crate::manifest::AppManifest;
@@ -15,6 +17,8 @@ use crate::manifest::AppManifest;
 pub struct Gateway {
     pub auth: Option<auth::Auth>,
     pub cors: Option<tower_http::cors::CorsLayer>,
+    /// The app's OpenAPI document, served at `GET /openapi.json`.
+    pub openapi: Option<bytes::Bytes>,
 }
 
 impl Gateway {
@@ -27,6 +31,30 @@ impl Gateway {
                 .map(|policy| auth::Auth::load(policy, &manifest.application.http_base, variables))
                 .transpose()?,
             cors: settings.cors.as_ref().map(cors::layer).transpose()?,
+            openapi: settings.openapi.as_deref().map(openapi).transpose()?,
         })
     }
+}
+
+/// Reads the OpenAPI document, checked to be a JSON object.
+fn openapi(path: &Path) -> Result<bytes::Bytes> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "[application.tool.trellis] openapi: reading {}",
+            path.display()
+        )
+    })?;
+    let document: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "[application.tool.trellis] openapi: {} is not JSON",
+            path.display()
+        )
+    })?;
+    if document.get("openapi").and_then(|v| v.as_str()).is_none() {
+        anyhow::bail!(
+            "[application.tool.trellis] openapi: {} has no `openapi` version field",
+            path.display()
+        );
+    }
+    Ok(bytes.into())
 }

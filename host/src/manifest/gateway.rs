@@ -39,6 +39,18 @@ pub(crate) fn resolve(
             .into_iter()
             .map(|(target, raw)| calls(src, target, raw))
             .collect::<Result<_, _>>()?,
+        openapi: match raw.openapi {
+            Some(path) => {
+                if path.get_ref().is_empty() {
+                    return Err(src.error(
+                        path.span(),
+                        "`openapi` is empty; give the document's path, relative to the manifest",
+                    ));
+                }
+                Some(dir.join(path.get_ref()))
+            }
+            None => None,
+        },
     })
 }
 
@@ -249,14 +261,13 @@ fn jwt_scheme(
     }
     let jwks = match raw.jwks {
         Some(path) => {
-            let relative = Path::new(path.get_ref());
-            if path.get_ref().is_empty() || relative.is_absolute() {
+            if path.get_ref().is_empty() {
                 return Err(src.error(
                     path.span(),
-                    "`jwks` must be a file path relative to the manifest",
+                    "`jwks` is empty; give the key set's path, relative to the manifest",
                 ));
             }
-            Some(dir.join(relative))
+            Some(dir.join(path.get_ref()))
         }
         None => None,
     };

@@ -63,6 +63,8 @@ pub struct AppTrellis {
     /// Call settings by target (`<id>.spin.internal` or `host:port`,
     /// lower-case); what is `None` keeps the host's default.
     pub calls: BTreeMap<String, CallSettings>,
+    /// The OpenAPI document the host serves, absolute.
+    pub openapi: Option<PathBuf>,
 }
 
 /// `[application.tool.trellis.calls."<target>"]`.

@@ -150,6 +150,12 @@ pub(crate) struct RawAppTrellis {
     /// Example: `[application.tool.trellis.calls."user.spin.internal"]` `timeout_ms = 2000`
     #[serde(default)]
     pub calls: std::collections::BTreeMap<Spanned<String>, RawCallPolicy>,
+    /// An OpenAPI document (JSON, relative to the manifest) the host serves
+    /// at `GET /openapi.json`, unless the app routes that path itself.
+    ///
+    /// Example: `openapi = "openapi.json"`
+    #[serde(default)]
+    pub openapi: Option<Spanned<String>>,
 }
 
 /// `[application.tool.trellis.calls."<target>"]`.

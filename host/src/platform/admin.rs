@@ -236,19 +236,7 @@ async fn handle(
 
 /// `GET /metrics`: the OpenMetrics text of this host.
 fn metrics(platform: &Platform) -> Response<Full<Bytes>> {
-    let runtime = &platform.runtime;
-    let max = i64::from(runtime.config.max_instances);
-    let free = i64::try_from(runtime.slots.available_permits()).unwrap_or(max);
-    let open = i64::try_from(runtime.databases.open_connections()).unwrap_or(i64::MAX);
-    let text = runtime.metrics.encode(max - free, max, open);
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-    );
-    response
+    crate::metrics::response(&platform.runtime)
 }
 
 /// Compares the bearer token in constant time.

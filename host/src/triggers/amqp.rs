@@ -12,6 +12,7 @@
 //! back to the queue and the consumer starts over on the next session.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use anyhow::{Context as _, Result};
 use futures::StreamExt as _;
@@ -171,10 +172,26 @@ async fn handle(
     delivery: AmqpDelivery,
 ) {
     let spec = &consumer.spec;
-    let incoming = to_guest(&delivery, &spec.queue);
+    let mut incoming = to_guest(&delivery, &spec.queue);
     let attempt = incoming.attempt;
     let message_id = incoming.message.message_id.clone().unwrap_or_default();
     let component = app.component(&consumer.component).cloned();
+    // A consumer span continuing the publisher's trace.
+    let span = tracing::info_span!(
+        "deliver",
+        otel.name = %format_args!("process {}", spec.queue),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.destination.name = spec.queue.as_str(),
+        messaging.message.id = message_id.as_str(),
+        messaging.rabbitmq.destination.routing_key = incoming.message.routing_key.as_str(),
+        tenant = app.owner.tenant.as_deref().unwrap_or(""),
+        app = app.name.as_str(),
+        component = consumer.component.as_str(),
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::continue_from_pairs(&span, &incoming.message.headers);
     if delivery.redelivered
         && let Some(component) = &component
     {
@@ -182,9 +199,16 @@ async fn handle(
         metrics.redelivered(&component.labels, &spec.queue);
     }
     let disposition = match &component {
-        Some(component) => call(&app, component, &incoming).await,
+        Some(component) => {
+            let invoke = crate::triggers::http::invoke_span(&app, component, &span);
+            crate::telemetry::inject_pairs(&invoke, &mut incoming.message.headers);
+            call(&app, component, &incoming).instrument(invoke).await
+        }
         None => Disposition::Retry,
     };
+    if !matches!(disposition, Disposition::Ack) {
+        span.record("otel.status_code", "error");
+    }
     let (outcome, settled) = match disposition {
         Disposition::Ack => (
             delivery.acker.ack(BasicAckOptions::default()).await,

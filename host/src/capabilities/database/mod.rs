@@ -265,6 +265,18 @@ pub struct Connection {
     broken: bool,
 }
 
+/// Statements longer than this are cut in spans.
+const MAX_TRACED_STATEMENT: usize = 2048;
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl Connection {
     /// Runs one statement and keeps the connection's state. The connection
     /// is moved into the statement's future while it runs: a guest cut off
@@ -278,7 +290,20 @@ impl Connection {
         let Some(conn) = self.conn.take() else {
             return Err(Error::ConnectionFailed("the connection is closed".into()));
         };
-        let (conn, result) = run(conn, self.limits.clone()).await;
+        // A child of the guest's invoke span.
+        let span = tracing::info_span!(
+            "db",
+            otel.name = %first_keyword(statement).to_ascii_uppercase(),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = "postgresql",
+            db.query.text = truncated(statement, MAX_TRACED_STATEMENT),
+        );
+        let running = run(conn, self.limits.clone());
+        let (conn, result) = tracing::Instrument::instrument(running, span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
         self.conn = Some(conn);
         if matches!(&result, Err(err) if query::must_discard_connection(err)) {
             self.broken = true;

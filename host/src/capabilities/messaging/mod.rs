@@ -105,6 +105,20 @@ impl ComponentMessaging {
     }
 }
 
+/// The producer span of one message, a child of the current span.
+pub(crate) fn publish_span(message: &Outgoing) -> tracing::Span {
+    tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {}", message.routing_key),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.destination.name = message.exchange.as_str(),
+        messaging.rabbitmq.destination.routing_key = message.routing_key.as_str(),
+        messaging.message.id = message.message_id.as_str(),
+    )
+}
+
 /// A routing key a guest may publish with: 1..255 bytes, no wildcards.
 pub fn check_routing_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_SHORT {
@@ -144,16 +158,24 @@ impl bindings::trellis::messaging::types::Host for MessagingView<'_> {}
 
 impl bindings::publisher::Host for MessagingView<'_> {
     async fn publish(&mut self, message: Message) -> wasmtime::Result<Result<(), Error>> {
-        let outgoing = match self.ctx.outgoing(message) {
+        let mut outgoing = match self.ctx.outgoing(message) {
             Ok(outgoing) => outgoing,
             Err(err) => return Ok(Err(err)),
         };
+        // A child of the guest's invoke span; consumers continue from it.
+        let span = publish_span(&outgoing);
+        crate::telemetry::inject_pairs(&span, &mut outgoing.headers);
         let Some(broker) = &self.ctx.broker else {
             return Ok(Err(Error::Unavailable(
                 "this app has no message broker configured".to_string(),
             )));
         };
-        Ok(match broker.publish(&outgoing).await {
+        let published = tracing::Instrument::instrument(broker.publish(&outgoing), span.clone());
+        let published = published.await;
+        if published.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        Ok(match published {
             Ok(()) => {
                 let via = crate::metrics::Via::Guest;
                 self.ctx.metrics.published(&self.ctx.labels, via, 1);

@@ -112,7 +112,7 @@ impl OutboundHttp {
 impl WasiHttpHooks for OutboundHttp {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
@@ -129,10 +129,24 @@ impl WasiHttpHooks for OutboundHttp {
             Box::new(async { Ok(()) });
 
         let key = resilience::target_key(request.uri(), target.as_deref());
+        // A child of the guest's invoke span (the current one here); the
+        // callee continues from it.
+        let span = tracing::info_span!(
+            "call",
+            otel.name = %format_args!("{} {key}", request.method()),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %request.method(),
+            server.address = key.as_str(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        crate::telemetry::inject_headers(&span, request.headers_mut());
         let calls = self.client.calls.clone();
         let client = self.client.client.clone();
         let dispatch = self.dispatch.clone();
-        Box::new(async move {
+        let caller = self.component.clone();
+        let call_span = span.clone();
+        let call = async move {
             let send = move |request: http::Request<WasiBody>,
                              deadline: Instant|
                   -> BoxFuture<Result<http::Response<WasiBody>, HttpError>> {
@@ -141,9 +155,22 @@ impl WasiHttpHooks for OutboundHttp {
                     None => Box::pin(send_outbound(client.clone(), request, deadline)),
                 }
             };
-            let response = calls.call(&key, request, deadline, &send).await?;
-            Ok((response, done))
-        })
+            let response = calls.call(&caller, &key, request, deadline, &send).await;
+            match &response {
+                Ok(response) => {
+                    let status = response.status();
+                    call_span.record("http.response.status_code", status.as_u16());
+                    if status.is_server_error() {
+                        call_span.record("otel.status_code", "error");
+                    }
+                }
+                Err(_) => {
+                    call_span.record("otel.status_code", "error");
+                }
+            }
+            Ok((response?, done))
+        };
+        Box::new(tracing::Instrument::instrument(call, span))
     }
 }
 

@@ -23,6 +23,7 @@ use http_body_util::BodyExt as _;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
 use super::full_body;
+use crate::metrics::{CallOutcome, ComponentLabels, Metrics};
 
 /// Request bodies of idempotent calls up to this size are kept so the call
 /// can be retried; a larger body is streamed and the call is not retried.
@@ -59,12 +60,14 @@ impl Default for CallPolicy {
 }
 
 /// An app's call policies and breakers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Calls {
     default: CallPolicy,
     /// By target key (see [`target_key`]).
     targets: HashMap<String, CallPolicy>,
     breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// Where attempts and breaker changes are counted; `None` in unit tests.
+    metrics: Option<(Arc<Metrics>, ComponentLabels)>,
 }
 
 /// Sends one attempt of a call, until the given deadline.
@@ -83,6 +86,32 @@ impl Calls {
             default,
             targets,
             breakers: Mutex::new(HashMap::new()),
+            metrics: None,
+        }
+    }
+
+    /// Counts calls in `metrics`, for the app `app` names (its `component`
+    /// label is replaced by the caller's).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>, app: ComponentLabels) -> Self {
+        self.metrics = Some((metrics, app));
+        self
+    }
+
+    fn count(&self, caller: &str, key: &str, outcome: CallOutcome) {
+        if let Some((metrics, app)) = &self.metrics {
+            let labels = ComponentLabels {
+                component: caller.to_owned(),
+                ..app.clone()
+            };
+            metrics.called(&labels, key, outcome);
+        }
+    }
+
+    fn changed(&self, key: &str, change: Change) {
+        change.log(key);
+        if let Some((metrics, app)) = &self.metrics {
+            let open = matches!(change, Change::Opened { .. });
+            metrics.circuit(&app.tenant, &app.app, key, open);
         }
     }
 
@@ -110,6 +139,7 @@ impl Calls {
     /// attempt. An open breaker answers `503` itself.
     pub async fn call(
         &self,
+        caller: &str,
         key: &str,
         request: Request<WasiBody>,
         deadline: Instant,
@@ -130,7 +160,10 @@ impl Calls {
         loop {
             let probe = match breaker.admit(&policy, Instant::now()) {
                 Ok(probe) => probe,
-                Err(wait) => return Ok(open_circuit(key, wait)),
+                Err(wait) => {
+                    self.count(caller, key, CallOutcome::Open);
+                    return Ok(open_circuit(key, wait));
+                }
             };
             let mut permit = Permit {
                 breaker: &breaker,
@@ -164,8 +197,14 @@ impl Calls {
                 Ok(response) => is_failure(response.status()),
                 Err(_) => true,
             };
+            let outcome = if failed {
+                CallOutcome::Failed
+            } else {
+                CallOutcome::Ok
+            };
+            self.count(caller, key, outcome);
             if let Some(change) = permit.settle(!failed, &policy) {
-                change.log(key);
+                self.changed(key, change);
             }
             attempt += 1;
             if !failed || attempt > policy.retries || replay.is_none() {
@@ -602,7 +641,13 @@ mod tests {
         };
 
         let response = calls
-            .call("x.example:80", request(Method::PUT), deadline, &send)
+            .call(
+                "caller",
+                "x.example:80",
+                request(Method::PUT),
+                deadline,
+                &send,
+            )
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -612,7 +657,13 @@ mod tests {
 
         attempts.store(0, Ordering::SeqCst);
         let response = calls
-            .call("x.example:80", request(Method::POST), deadline, &send)
+            .call(
+                "caller",
+                "x.example:80",
+                request(Method::POST),
+                deadline,
+                &send,
+            )
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);

@@ -69,9 +69,9 @@ fn auth_mistakes_are_named() {
         &["needs `secret` (HS256) or `jwks` (RS256)"],
     );
     assert_error(
-        &auth("[application.tool.trellis.auth.jwt]\njwks = \"/etc/jwks.json\"\n"),
+        &auth("[application.tool.trellis.auth.jwt]\njwks = \"\"\n"),
         "jwks = ",
-        &["`jwks` must be a file path relative to the manifest"],
+        &["`jwks` is empty"],
     );
     let route = |r: &str| {
         auth(&format!(

@@ -103,6 +103,9 @@ impl HostError {
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
         }
+        if let HostError::MethodNotAllowed(allow) = self {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if let HostError::Unauthorized(_, Some(challenge)) = self {
             headers.insert(
                 header::WWW_AUTHENTICATE,

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use http::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument as _;
 use wasmtime::Trap;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{WasiBody, WasiHttpView as _};
@@ -50,6 +51,9 @@ pub(crate) async fn invoke(
     };
     let slot = acquire(&runtime.slots, queue_deadline, &component.id).await?;
 
+    let span = invoke_span(app, component, &tracing::Span::current());
+    let mut request = request;
+    crate::telemetry::inject_headers(&span, request.headers_mut());
     let mut store = crate::store::new_store(app, component, deadline);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -67,36 +71,39 @@ pub(crate) async fn invoke(
     let id = component.id.clone();
     let metrics = runtime.metrics.clone();
     let labels = component.labels.clone();
-    let task = tokio::spawn(async move {
-        let _held = (slot, component_permit, tenant_permit);
-        let run = async {
-            let started = Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await?;
-            metrics.instantiated(&labels, started.elapsed());
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, outparam)
-                .await
-        };
-        match tokio::time::timeout_at(deadline.into(), run).await {
-            Ok(Ok(())) => Outcome::Finished,
-            Ok(Err(err)) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                tracing::warn!(component = %id, "request interrupted at its deadline");
-                metrics.failed(&labels, Failure::Deadline);
-                Outcome::TimedOut
-            }
-            Ok(Err(err)) => {
-                tracing::error!(component = %id, error = ?err, "component trapped");
-                metrics.failed(&labels, Failure::Trap);
-                Outcome::Trapped
-            }
-            Err(_) => {
-                tracing::warn!(component = %id, "request timed out waiting on I/O");
-                metrics.failed(&labels, Failure::Deadline);
-                Outcome::TimedOut
+    let task = tokio::spawn(
+        async move {
+            let _held = (slot, component_permit, tenant_permit);
+            let run = async {
+                let started = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                metrics.instantiated(&labels, started.elapsed());
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            match tokio::time::timeout_at(deadline.into(), run).await {
+                Ok(Ok(())) => Outcome::Finished,
+                Ok(Err(err)) if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                    tracing::warn!(component = %id, "request interrupted at its deadline");
+                    metrics.failed(&labels, Failure::Deadline);
+                    Outcome::TimedOut
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(component = %id, error = ?err, "component trapped");
+                    metrics.failed(&labels, Failure::Trap);
+                    Outcome::Trapped
+                }
+                Err(_) => {
+                    tracing::warn!(component = %id, "request timed out waiting on I/O");
+                    metrics.failed(&labels, Failure::Deadline);
+                    Outcome::TimedOut
+                }
             }
         }
-    });
+        .instrument(span),
+    );
 
     match tokio::time::timeout_at(deadline.into(), receiver).await {
         Ok(Ok(Ok(response))) => Ok(response),
@@ -123,6 +130,23 @@ pub(crate) async fn invoke(
             Err(HostError::Timeout)
         }
     }
+}
+
+/// The span of one run of a component, a child of `parent` (the request,
+/// the delivery or the call that caused it).
+pub(crate) fn invoke_span(
+    app: &App,
+    component: &AppComponent,
+    parent: &tracing::Span,
+) -> tracing::Span {
+    tracing::info_span!(
+        parent: parent,
+        "invoke",
+        otel.name = %format_args!("invoke {}", component.id),
+        tenant = app.owner.tenant.as_deref().unwrap_or(""),
+        app = app.name.as_str(),
+        component = &*component.id,
+    )
 }
 
 async fn acquire(

@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::BodyExt as _;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
+pub(crate) use invoke::invoke_span;
 pub use server::serve;
 
 use crate::app::App;
@@ -64,8 +65,41 @@ where
     handle(app, client, request).await
 }
 
-/// Handles one inbound request from `client`.
+/// Handles one inbound request from `client`, in a server span that
+/// continues the client's trace.
 pub async fn handle<B>(app: Arc<App>, client: SocketAddr, request: Request<B>) -> Response<WasiBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<HttpError>,
+{
+    use tracing::Instrument as _;
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %request.method(),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %request.method(),
+        url.path = request.uri().path(),
+        http.route = Empty,
+        http.response.status_code = Empty,
+        tenant = app.owner.tenant.as_deref().unwrap_or(""),
+        app = app.name.as_str(),
+        component = Empty,
+        trace_id = Empty,
+    );
+    crate::telemetry::continue_from_headers(&span, request.headers());
+    let response = edge(app, client, request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    response
+}
+
+/// CORS around the answer, when the app has it.
+async fn edge<B>(app: Arc<App>, client: SocketAddr, request: Request<B>) -> Response<WasiBody>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<HttpError>,
@@ -117,6 +151,15 @@ where
     {
         return response;
     }
+    if let Some(document) = &app.gateway.openapi
+        && is_path(path, OPENAPI_PATH)
+        && app
+            .router
+            .route(path)
+            .is_none_or(|m| m.raw_route() == "/...")
+    {
+        return openapi(document, request.method());
+    }
     let Some(route) = app.router.route(path) else {
         return Err(HostError::NotFound(format!("no route for {path}")));
     };
@@ -124,6 +167,11 @@ where
         .component(route.component_id())
         .ok_or(HostError::Internal)?
         .clone();
+    let span = tracing::Span::current();
+    let name = format!("{} {}", request.method(), route.based_route());
+    crate::telemetry::rename(&span, name);
+    span.record("http.route", route.based_route());
+    span.record("component", &*component.id);
     let started = Instant::now();
     let verified = match &app.gateway.auth {
         Some(auth) => match auth.check(request.method(), path, request.headers()) {
@@ -196,6 +244,29 @@ async fn settle(
             Err(HostError::Internal)
         }
     }
+}
+
+/// Where the host serves an app's OpenAPI document.
+const OPENAPI_PATH: &str = "/openapi.json";
+
+/// `path` is `expected`, with or without one trailing slash.
+fn is_path(path: &str, expected: &str) -> bool {
+    path == expected || path.strip_suffix('/') == Some(expected)
+}
+
+/// `GET /openapi.json`.
+fn openapi(document: &bytes::Bytes, method: &Method) -> Result<Response<WasiBody>, HostError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(HostError::MethodNotAllowed("GET, HEAD"));
+    }
+    let mut response = Response::new(crate::capabilities::outbound_http::full_body(
+        document.clone(),
+    ));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// `GET /health` and `GET /health/ready`, unless the app routes them.

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The cost of tracing on GET /users/{id}: the same trellis, the same user
+# component and table, with the OTLP exporter off and on (sending every span
+# to a local sink that counts them). Metrics are on in both. Runs alternate,
+# off/on, ROUNDS times, so drift hits both alike.
+#
+#   bench/observability.sh                 # 10 s per run, 3 rounds
+#   DURATION=20s ROUNDS=5 bench/observability.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+USERS=${USERS:-1000}
+PORT=${PORT:-3821}
+SINK_PORT=${SINK_PORT:-3822}
+DB=${DB:-trellis_bench_observability}
+ADMIN_URL="postgres://postgres@127.0.0.1:5432/$DB"
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+cargo build --release -p trellis
+cargo build --release --target wasm32-wasip2 -p user
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB" >/dev/null
+
+cat > "$work/spin.toml" <<TOML
+spin_manifest_version = 2
+[application]
+name = "bench"
+[[trigger.http]]
+route = "/users/..."
+component = "user"
+[[trigger.http]]
+route = "/users"
+component = "user"
+[component.user]
+source = "$PWD/target/wasm32-wasip2/release/user.wasm"
+[component.user.variables]
+db_url = "postgres://trellis.internal/users"
+[component.user.tool.trellis.databases.users]
+migrations = "$PWD/components/user/migrations"
+TOML
+
+# An OTLP/HTTP sink: accepts every export, counts requests and bytes.
+cat > "$work/sink.py" <<'PY'
+import http.server, sys, threading
+count = {"requests": 0, "bytes": 0}
+lock = threading.Lock()
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        n = int(self.headers.get("content-length", 0))
+        self.rfile.read(n)
+        with lock:
+            count["requests"] += 1
+            count["bytes"] += n
+        self.send_response(200)
+        self.send_header("content-type", self.headers.get("content-type", "application/x-protobuf"))
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def do_GET(self):
+        body = f'{count["requests"]} {count["bytes"]}\n'.encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+python3 "$work/sink.py" "$SINK_PORT" &
+pids+=($!)
+wait_for "http://127.0.0.1:$SINK_PORT/"
+
+start() { # extra args...
+  target/release/trellis up -f "$work/spin.toml" --listen "127.0.0.1:$PORT" \
+    --database-url "$ADMIN_URL" --cache-dir "$work/cache" "$@" \
+    >"$work/trellis.out" 2>"$work/trellis.err" &
+  trellis_pid=$!
+  wait_for "http://127.0.0.1:$PORT/health"
+}
+stop() { kill "$trellis_pid"; wait "$trellis_pid" 2>/dev/null || true; }
+
+start
+echo "seeding $USERS users..."
+for i in $(seq 1 "$USERS"); do
+  printf '{"email":"user%d@example.com","name":"User %d"}' "$i" "$i" |
+    curl -fsS -o /dev/null -X POST --data-binary @- "http://127.0.0.1:$PORT/users"
+done
+stop
+
+cat > "$work/random.lua" <<LUA
+math.randomseed(os.time())
+request = function() return wrk.format("GET", "/users/" .. math.random(1, $USERS)) end
+LUA
+run() {
+  wrk -t1 -c32 -d2s -s "$work/random.lua" "http://127.0.0.1:$PORT" >/dev/null
+  wrk -t1 -c32 -d"$DURATION" --latency -s "$work/random.lua" "http://127.0.0.1:$PORT" | parse
+}
+
+echo
+echo "GET /users/{id}, $USERS users, wrk -t1 -c32, $DURATION per run, $ROUNDS rounds"
+printf '%-10s %8s %12s %10s %10s\n' exporter round requests/s p50 p99
+off_total=0; on_total=0
+for round in $(seq 1 "$ROUNDS"); do
+  start
+  read -r rps p50 p99 <<<"$(run)"
+  stop
+  printf '%-10s %8s %12s %10s %10s\n' off "$round" "$rps" "$p50" "$p99"
+  off_total=$(awk -v a="$off_total" -v b="$rps" 'BEGIN {print a + b}')
+
+  start --otlp-endpoint "http://127.0.0.1:$SINK_PORT"
+  read -r rps p50 p99 <<<"$(run)"
+  stop
+  printf '%-10s %8s %12s %10s %10s\n' on "$round" "$rps" "$p50" "$p99"
+  on_total=$(awk -v a="$on_total" -v b="$rps" 'BEGIN {print a + b}')
+done
+read -r exports bytes <<<"$(curl -fsS "http://127.0.0.1:$SINK_PORT/")"
+echo
+echo "the sink received $exports exports, $bytes bytes of spans"
+awk -v off="$off_total" -v on="$on_total" 'BEGIN {
+  printf "throughput with the exporter on: %.1f%% of off   (target: loss under 10%%)\n", 100 * on / off }'

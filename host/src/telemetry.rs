@@ -1,0 +1,304 @@
+//! Logs and traces.
+//!
+//! Logs go to stderr, as text or JSON lines; each line carries the fields
+//! of the spans it happened in (the request's tenant, app, component and
+//! trace id). Traces are `tracing` spans, exported over OTLP/HTTP when an
+//! endpoint is configured (`--otlp-endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`)
+//! and not at all otherwise. W3C trace context travels in `traceparent`:
+//! taken from inbound requests and deliveries, and, while exporting,
+//! rewritten on what the host passes on (to guests, to callees, to the
+//! broker) so that each hop is a child of the span that made it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, Result};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// Whether spans are exported: only then is trace context rewritten.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The OTLP/HTTP encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    #[value(name = "http/json")]
+    HttpJson,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logging and tracing settings, shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryArgs {
+    /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`), e.g.
+    /// `http://127.0.0.1:4318`; unset: no traces are exported.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Encoding of exported spans.
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        value_enum,
+        default_value = "http/protobuf"
+    )]
+    pub otlp_protocol: OtlpProtocol,
+    /// `service.name` of exported spans.
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_SERVICE_NAME",
+        default_value = "trellis"
+    )]
+    pub service_name: String,
+    /// Log lines as text or as JSON objects (filtered by `RUST_LOG`, default `info`).
+    #[arg(
+        long,
+        global = true,
+        env = "TRELLIS_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Keeps the exporter alive; [`Telemetry::shutdown`] flushes what is left.
+#[must_use]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered; call after the async runtime ended.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("warning: exporting the last spans failed: {err}");
+        }
+    }
+}
+
+/// Installs the global subscriber: logs to stderr, spans to OTLP if set.
+/// Call before starting the async runtime (the exporter has its own thread).
+pub fn init(args: &TelemetryArgs) -> Result<Telemetry> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_target(false)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let (spans, provider) = match args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        Some(endpoint) => {
+            let provider = provider(endpoint, args)?;
+            let tracer = provider.tracer("trellis");
+            // Our own spans only: the libraries' would bury the request's.
+            let ours = tracing_subscriber::filter::Targets::new()
+                .with_target("trellis", tracing::Level::INFO);
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(ours);
+            EXPORTING.store(true, Ordering::Relaxed);
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .context("installing the log subscriber")?;
+    Ok(Telemetry { provider })
+}
+
+fn provider(endpoint: &str, args: &TelemetryArgs) -> Result<SdkTracerProvider> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+    let protocol = match args.otlp_protocol {
+        OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
+        OtlpProtocol::HttpJson => Protocol::HttpJson,
+    };
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol)
+        .with_endpoint(url.clone())
+        .build()
+        .with_context(|| format!("--otlp-endpoint {endpoint}: cannot export to {url}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(args.service_name.clone())
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// Whether spans are exported.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Makes `span` continue the trace in `headers`' `traceparent`, if any, and
+/// records its trace id (also when not exporting, for the logs).
+pub fn continue_from_headers(span: &Span, headers: &HeaderMap) {
+    continue_trace(span, &HeaderExtractor(headers));
+}
+
+/// [`continue_from_headers`] for message headers.
+pub fn continue_from_pairs(span: &Span, pairs: &[(String, String)]) {
+    continue_trace(span, &PairsExtractor(pairs));
+}
+
+fn continue_trace(span: &Span, carrier: &dyn Extractor) {
+    if exporting() {
+        let parent = TraceContextPropagator::new().extract(carrier);
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
+        let trace_id = span.context().span().span_context().trace_id();
+        span.record("trace_id", tracing::field::display(trace_id));
+    } else if let Some(trace_id) = carrier.get("traceparent").and_then(trace_id_of) {
+        span.record("trace_id", trace_id);
+    }
+}
+
+/// Renames a span once more is known about it (a request, once routed).
+pub fn rename(span: &Span, name: impl Into<std::borrow::Cow<'static, str>>) {
+    let name = name.into();
+    if exporting() {
+        // Once started (its context taken), only the OTel span can be renamed.
+        span.context().span().update_name(name.clone());
+    }
+    span.record("otel.name", &*name);
+}
+
+/// The trace id of a well-formed `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let (_version, trace_id) = (parts.next()?, parts.next()?);
+    (trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace_id)
+}
+
+/// While exporting, sets `traceparent` (and `tracestate`) in `headers` to
+/// `span`, so what receives them continues from it.
+pub fn inject_headers(span: &Span, headers: &mut HeaderMap) {
+    if exporting() {
+        TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
+    }
+}
+
+/// [`inject_headers`] for message headers.
+pub fn inject_pairs(span: &Span, pairs: &mut Vec<(String, String)>) {
+    if exporting() {
+        TraceContextPropagator::new().inject_context(&span.context(), &mut PairsInjector(pairs));
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+struct PairsExtractor<'a>(&'a [(String, String)]);
+
+impl Extractor for PairsExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(key))
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_str()).collect()
+    }
+}
+
+struct PairsInjector<'a>(&'a mut Vec<(String, String)>);
+
+impl Injector for PairsInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.retain(|(name, _)| !name.eq_ignore_ascii_case(key));
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_are_read_from_well_formed_traceparents_only() {
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(
+            trace_id_of(&format!("00-{id}-b7ad6b7169203331-01")),
+            Some(id)
+        );
+        assert_eq!(trace_id_of("00-abc-def-01"), None);
+        assert_eq!(trace_id_of(""), None);
+    }
+
+    #[test]
+    fn message_headers_are_matched_without_regard_to_case_and_replaced() {
+        let mut pairs = vec![
+            ("TraceParent".to_owned(), "old".to_owned()),
+            ("other".to_owned(), "kept".to_owned()),
+        ];
+        assert_eq!(PairsExtractor(&pairs).get("traceparent"), Some("old"));
+        PairsInjector(&mut pairs).set("traceparent", "new".to_owned());
+        assert_eq!(
+            pairs,
+            [
+                ("other".to_owned(), "kept".to_owned()),
+                ("traceparent".to_owned(), "new".to_owned())
+            ]
+        );
+    }
+}
