@@ -28,6 +28,7 @@ require = ["api_key", "jwt"]
 
 [application.tool.trellis.auth.api_key]
 keys = "{{ api_keys }}"
+rate_per_second = 20
 
 [application.tool.trellis.auth.jwt]
 secret = "{{ jwt_secret }}"
@@ -250,4 +251,26 @@ async fn the_host_answers_cors_preflights_and_marks_answers() {
     let refused = get(&trellis, "/echo", &[("origin", ORIGIN)]).await;
     refused.assert_error(401, "unauthorized");
     assert_eq!(refused.header("access-control-allow-origin"), Some(ORIGIN));
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_is_429_and_other_keys_are_served() {
+    let (_app, trellis) = start();
+    let bob = [("x-api-key", "bob-key-0123456789abc")];
+    let mut limited = None;
+    for _ in 0..60 {
+        let reply = get(&trellis, "/echo", &bob).await;
+        if reply.status == 429 {
+            limited = Some(reply);
+            break;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let limited = limited.expect("60 requests at once stay under 20 a second");
+    let message = limited.assert_error(429, "rate_limited");
+    assert!(message.contains("`bob`"), "{message}");
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    // Alice's key has its own budget.
+    let alice = get(&trellis, "/echo", &[("x-api-key", "alice-key-0123456789")]).await;
+    assert_eq!(seen(&alice, "trellis-subject").as_deref(), Some("alice"));
 }

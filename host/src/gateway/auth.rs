@@ -33,12 +33,20 @@ pub struct Verified {
     pub subject: Arc<str>,
 }
 
-/// Why a request was refused: the `401` message and challenge.
+/// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub message: String,
-    /// `WWW-Authenticate`, when a bearer token would be accepted.
-    pub challenge: Option<&'static str>,
+pub enum Refused {
+    /// No acceptable credential: `401`.
+    Unauthorized {
+        message: String,
+        /// `WWW-Authenticate`, when a bearer token would be accepted.
+        challenge: Option<&'static str>,
+    },
+    /// A good key over its rate: `429` after this long.
+    OverRate {
+        subject: Arc<str>,
+        retry_after: std::time::Duration,
+    },
 }
 
 /// An app's auth policy, ready to check requests.
@@ -161,6 +169,9 @@ impl Auth {
             };
             match outcome {
                 Some(Ok(subject)) => {
+                    if let (AuthScheme::ApiKey, Some(keys)) = (scheme, &self.api_key) {
+                        keys.admit(&subject)?;
+                    }
                     return Ok(Some(Verified {
                         scheme: *scheme,
                         subject,
@@ -175,7 +186,7 @@ impl Auth {
         }
         let challenge = required.contains(&AuthScheme::Jwt).then_some("Bearer");
         let message = failure.unwrap_or_else(|| self.missing(required));
-        Err(Refused { message, challenge })
+        Err(Refused::Unauthorized { message, challenge })
     }
 
     fn missing(&self, required: &[AuthScheme]) -> String {
@@ -198,6 +209,8 @@ impl Auth {
 struct ApiKeys {
     header: HeaderName,
     subjects: HashMap<[u8; 32], Arc<str>>,
+    /// Per key (by its name), if `rate_per_second` is set.
+    rate: Option<governor::DefaultKeyedRateLimiter<Arc<str>>>,
 }
 
 impl ApiKeys {
@@ -234,7 +247,28 @@ impl ApiKeys {
         if subjects.is_empty() {
             bail!("keys: no `name:key` entries; set the variable the template names");
         }
-        Ok(Self { header, subjects })
+        let rate = scheme
+            .rate_per_second
+            .and_then(std::num::NonZeroU32::new)
+            .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n)));
+        Ok(Self {
+            header,
+            subjects,
+            rate,
+        })
+    }
+
+    /// Whether the key named `subject` is within its rate.
+    fn admit(&self, subject: &Arc<str>) -> Result<(), Refused> {
+        use governor::clock::{Clock as _, DefaultClock};
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        rate.check_key(subject)
+            .map_err(|not_until| Refused::OverRate {
+                subject: subject.clone(),
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            })
     }
 
     /// `None` when no key was sent.

@@ -239,6 +239,7 @@ fn api_key(
     Ok(ApiKeyScheme {
         header,
         keys: raw.keys.into_inner(),
+        rate_per_second: in_range(src, "rate_per_second", raw.rate_per_second, 1, None, "")?,
     })
 }
 

@@ -115,6 +115,8 @@ pub struct ApiKeyScheme {
     /// A template over application variables (checked to be declared),
     /// expanding to `name:key` entries.
     pub keys: String,
+    /// Requests per second per key (at least 1), if limited.
+    pub rate_per_second: Option<u32>,
 }
 
 /// `[application.tool.trellis.auth.jwt]`; at least one of `secret`, `jwks`.

@@ -228,6 +228,12 @@ pub(crate) struct RawApiKey {
     ///
     /// Example: `keys = "{{ api_keys }}"`
     pub keys: Spanned<String>,
+    /// Requests per second each key may make (bursts of as many); over it,
+    /// `429` with `Retry-After`. Default: no limit beyond the tenant's.
+    ///
+    /// Example: `rate_per_second = 50`
+    #[serde(default)]
+    pub rate_per_second: Option<Spanned<u32>>,
 }
 
 /// `[application.tool.trellis.auth.jwt]`.

@@ -106,7 +106,10 @@ fn subject(outcome: Result<Option<Verified>, Refused>) -> String {
 }
 
 fn refusal(outcome: Result<Option<Verified>, Refused>) -> String {
-    outcome.unwrap_err().message
+    match outcome.unwrap_err() {
+        Refused::Unauthorized { message, .. } => message,
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -132,10 +135,12 @@ fn a_request_without_credentials_is_told_what_to_send() {
     let auth = load(BOTH).unwrap();
     let refused = check(&auth, &HeaderMap::new()).unwrap_err();
     assert_eq!(
-        refused.message,
-        "this route requires a credential: send an API key in `x-api-key` or a bearer token in `Authorization`"
+        refused,
+        Refused::Unauthorized {
+            message: "this route requires a credential: send an API key in `x-api-key` or a bearer token in `Authorization`".into(),
+            challenge: Some("Bearer"),
+        }
     );
-    assert_eq!(refused.challenge, Some("Bearer"));
 }
 
 #[test]
@@ -352,4 +357,35 @@ jwks = "no-such-file.json"
     );
     let message = format!("{:#}", missing_jwks.err().unwrap());
     assert!(message.contains("no-such-file.json"), "{message}");
+}
+
+#[test]
+fn a_key_over_its_rate_is_told_when_to_retry_and_others_are_not_affected() {
+    let auth = load(
+        r#"
+require = ["api_key"]
+[application.tool.trellis.auth.api_key]
+keys = "{{ api_keys }}"
+rate_per_second = 2
+"#,
+    )
+    .unwrap();
+    let alice = headers(&[("x-api-key", "alice-key-0123456789")]);
+    assert_eq!(subject(check(&auth, &alice)), "alice");
+    assert_eq!(subject(check(&auth, &alice)), "alice");
+    match check(&auth, &alice) {
+        Err(Refused::OverRate {
+            subject,
+            retry_after,
+        }) => {
+            assert_eq!(&*subject, "alice");
+            assert!(
+                retry_after <= std::time::Duration::from_secs(1),
+                "{retry_after:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let bob = headers(&[("x-api-key", "bob-key-0123456789abc")]);
+    assert_eq!(subject(check(&auth, &bob)), "bob");
 }

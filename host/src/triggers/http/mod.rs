@@ -21,6 +21,7 @@ pub use server::serve;
 
 use crate::app::App;
 use crate::capabilities::outbound_http::{InternalDispatch, chaining_target};
+use crate::gateway::auth::Refused;
 use crate::routing::RouteMatch;
 use body::LimitedBody;
 use errors::{HostError, json_response};
@@ -177,10 +178,22 @@ where
         Some(auth) => match auth.check(request.method(), path, request.headers()) {
             Ok(verified) => verified,
             Err(refused) => {
-                let status = StatusCode::UNAUTHORIZED.as_u16();
+                let err = match refused {
+                    Refused::Unauthorized { message, challenge } => {
+                        HostError::Unauthorized(message, challenge)
+                    }
+                    Refused::OverRate {
+                        subject,
+                        retry_after,
+                    } => HostError::TooManyRequests(
+                        format!("over the request rate of API key `{subject}`; retry later"),
+                        retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+                    ),
+                };
+                let status = err.status().as_u16();
                 let metrics = &app.runtime.metrics;
                 metrics.request(&component.labels, status, started.elapsed());
-                return Err(HostError::Unauthorized(refused.message, refused.challenge));
+                return Err(err);
             }
         },
         None => None,
