@@ -15,6 +15,7 @@
 //! | `trellis_db_connections_open` | guests' database connections, idle ones included |
 //! | `trellis_calls_total{tenant,app,component,target,outcome}` | attempts of chained and outbound calls: `ok`, `failed`, `open` (refused by an open circuit) |
 //! | `trellis_circuit_transitions_total{tenant,app,target,to}` | breakers opening (`open`) and closing (`closed`) |
+//! | `trellis_outbox_backlog{tenant,app,component}` | outbox rows waiting (up to 10,000), as of the last sweep (30 s) or drain |
 //!
 //! Counters are counted where things happen; gauges are read at scrape time.
 
@@ -134,6 +135,7 @@ pub struct Metrics {
     published: Family<ViaLabels, Counter>,
     calls: Family<CallLabels, Counter>,
     circuits: Family<CircuitLabels, Counter>,
+    outbox_backlog: Family<ComponentLabels, Gauge>,
     instances_in_use: Gauge,
     instances_max: Gauge,
     db_connections: Gauge,
@@ -207,6 +209,12 @@ impl Metrics {
             "Circuit breakers opening and closing, by target",
             circuits.clone(),
         );
+        let outbox_backlog = Family::<ComponentLabels, Gauge>::default();
+        registry.register(
+            "trellis_outbox_backlog",
+            "Outbox rows waiting to be published (counted up to 10,000), as of the last sweep or drain",
+            outbox_backlog.clone(),
+        );
         let instances_in_use = Gauge::default();
         registry.register(
             "trellis_instances_in_use",
@@ -236,6 +244,7 @@ impl Metrics {
             published,
             calls,
             circuits,
+            outbox_backlog,
             instances_in_use,
             instances_max,
             db_connections,
@@ -325,6 +334,10 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+
+    pub fn outbox_backlog(&self, labels: &ComponentLabels, rows: i64) {
+        self.outbox_backlog.get_or_create(labels).set(rows);
     }
 
     /// A breaker of `tenant`'s `app` for `target` opened (`open = true`) or closed.

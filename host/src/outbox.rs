@@ -68,6 +68,9 @@ use crate::capabilities::messaging::{ComponentMessaging, check_routing_key};
 
 /// The channel the outbox trigger notifies; the payload is the schema.
 const CHANNEL: &str = "trellis_outbox";
+/// Sweeps count an outbox's waiting rows up to this many.
+const BACKLOG_COUNT_LIMIT: i64 = 10_000;
+
 /// Rows published per transaction.
 const BATCH: i64 = 256;
 /// How long a notified relay waits for more commits before it drains.
@@ -151,7 +154,7 @@ pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>, wakeups: Arc<Wakeups>
     // Subscribed (and the shared listener listening) before the first
     // drain: a commit after this is either drained or notified. Subscribing
     // also has the outbox swept, which wakes this relay if rows are waiting.
-    let wake = wakeups.subscribe(&outbox.schema).await;
+    let wake = wakeups.subscribe(&outbox.schema, &outbox.messaging).await;
     // While the database is away the relay retries ever less often (1 s
     // doubling to 5 s), so an outage does not flood the log, and resumes
     // within seconds of the database coming back.
@@ -253,6 +256,8 @@ pub struct Wakeups {
     to_sweep: std::sync::Mutex<ToSweep>,
     sweep_now: Notify,
     sweeper: OnceLock<tokio::task::JoinHandle<()>>,
+    /// Where each schema's backlog is reported, as sweeps count it.
+    backlogs: std::sync::Mutex<HashMap<String, Arc<ComponentMessaging>>>,
 }
 
 #[derive(Default)]
@@ -273,14 +278,23 @@ impl Wakeups {
             to_sweep: std::sync::Mutex::default(),
             sweep_now: Notify::new(),
             sweeper: OnceLock::new(),
+            backlogs: std::sync::Mutex::default(),
         })
     }
 
     /// A relay of `schema` subscribes; returns once the listener listens.
     /// A notification for the schema stores a wake-up in the returned
     /// `Notify` even while its relay is busy.
-    pub async fn subscribe(self: &Arc<Self>, schema: &str) -> Arc<Notify> {
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        schema: &str,
+        messaging: &Arc<ComponentMessaging>,
+    ) -> Arc<Notify> {
         let wake = Arc::new(Notify::new());
+        self.backlogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(schema.to_owned(), messaging.clone());
         self.relays_lock()
             .entry(schema.to_owned())
             .or_default()
@@ -348,16 +362,22 @@ impl Wakeups {
             .context("connecting to sweep the outboxes")?;
         for schema in schemas {
             let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+            // Counted up to a bound, so a huge backlog costs no more to sweep.
             let sql = format!(
-                "SELECT EXISTS (SELECT 1 FROM {quoted}._trellis_outbox WHERE error IS NULL)"
+                "SELECT count(*) FROM (SELECT 1 FROM {quoted}._trellis_outbox \
+                 WHERE error IS NULL LIMIT {BACKLOG_COUNT_LIMIT}) AS pending"
             );
             // The schema is quoted as an identifier.
-            match sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql))
+            match sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
                 .fetch_one(&mut conn)
                 .await
             {
-                Ok(false) => {}
-                Ok(true) => self.wake(schema),
+                Ok(pending) => {
+                    self.report_backlog(schema, pending);
+                    if pending > 0 {
+                        self.wake(schema);
+                    }
+                }
                 Err(sqlx::Error::Database(err)) => {
                     tracing::debug!(%schema, "cannot sweep the outbox ({err}); waking its relays");
                     self.wake(schema);
@@ -367,6 +387,13 @@ impl Wakeups {
         }
         let _ = conn.close().await;
         Ok(())
+    }
+
+    fn report_backlog(&self, schema: &str, pending: i64) {
+        let backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(messaging) = backlogs.get(schema) {
+            messaging.metrics.outbox_backlog(&messaging.labels, pending);
+        }
     }
 
     async fn listen_forever(self: Arc<Self>) {
@@ -480,8 +507,20 @@ impl Relay<'_> {
             }
             match drain(&mut self.conn, self.outbox, self.broker).await? {
                 Drained::More(n) => published += n,
-                Drained::Empty(n) => return Ok(published + n),
+                Drained::Empty(n) => {
+                    let messaging = &self.outbox.messaging;
+                    messaging.metrics.outbox_backlog(&messaging.labels, 0);
+                    return Ok(published + n);
+                }
                 Drained::BrokerDown => {
+                    let pending = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                        "SELECT count(*) FROM (SELECT 1 FROM _trellis_outbox \
+                         WHERE error IS NULL LIMIT {BACKLOG_COUNT_LIMIT}) AS pending"
+                    )))
+                    .fetch_one(&mut self.conn)
+                    .await?;
+                    let messaging = &self.outbox.messaging;
+                    messaging.metrics.outbox_backlog(&messaging.labels, pending);
                     // Rows stay; publish again once connected, and not in a
                     // tight loop while the broker refuses or flaps.
                     tokio::time::sleep(Duration::from_millis(500)).await;

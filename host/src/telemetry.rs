@@ -122,8 +122,17 @@ pub fn init(args: &TelemetryArgs) -> Result<Telemetry> {
             // Our own spans only: the libraries' would bury the request's.
             let ours = tracing_subscriber::filter::Targets::new()
                 .with_target("trellis", tracing::Level::INFO);
+            // Every span costs on the request path, and a component run is
+            // entered on each of its many polls: no per-entry bookkeeping
+            // (busy/idle time, context activation) and no attributes a
+            // trace reader does not need (source location, thread, target).
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                .with_tracked_inactivity(false)
+                .with_context_activation(false)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
                 .with_filter(ours);
             EXPORTING.store(true, Ordering::Relaxed);
             (Some(layer), Some(provider))
@@ -144,6 +153,13 @@ fn provider(endpoint: &str, args: &TelemetryArgs) -> Result<SdkTracerProvider> {
         OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
         OtlpProtocol::HttpJson => Protocol::HttpJson,
     };
+    // The exporter's HTTP client is built without TLS: say so now rather
+    // than lose every span at export time.
+    if !endpoint.starts_with("http://") {
+        anyhow::bail!(
+            "--otlp-endpoint {endpoint}: only http:// collectors are supported (export to a local agent or collector)"
+        );
+    }
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()

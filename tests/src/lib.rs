@@ -218,6 +218,19 @@ impl Trellis {
         })
     }
 
+    /// The text of `GET /metrics` on the `--metrics-listen` listener.
+    pub async fn metrics_text(&self) -> String {
+        let addr = self.metrics.expect("started with --metrics-listen");
+        client()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -144,3 +144,24 @@ command = "echo 'error[E0425]: cannot find value' >&2; exit 3"
     assert!(status.success(), "{stdout}");
     assert!(!stdout.contains("broken"), "{stdout}");
 }
+
+#[test]
+fn an_otlp_endpoint_the_exporter_cannot_reach_is_refused_at_start() {
+    let app = AppDir::new("spin_manifest_version = 2\n[application]\nname = \"x\"\n");
+    let (status, _, stderr) = run_trellis(
+        &[
+            "up",
+            "-f",
+            "spin.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            "https://collector.example.com:4318",
+        ],
+        app.path(),
+    );
+    assert!(!status.success());
+    let line = error_line(&stderr);
+    assert!(line.contains("--otlp-endpoint"), "{line}");
+    assert!(line.contains("only http://"), "{line}");
+}

@@ -1272,7 +1272,7 @@ async fn orders_are_taken_while_the_broker_is_unreachable_from_the_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn orders_are_taken_while_the_broker_is_lost_and_paid_once_it_is_back() {
-    let shop = Shop::start("orders_broker_lost");
+    let shop = Shop::start_with("orders_broker_lost", &["--metrics-listen", "127.0.0.1:0"]);
     let user = create_user(&shop, "ann@example.com").await;
     let before = create_order(&shop, user, "Lamp", 100).await;
     assert_settles(&shop, &before, SETTLE).await;
@@ -1286,15 +1286,33 @@ async fn orders_are_taken_while_the_broker_is_lost_and_paid_once_it_is_back() {
 
     let paid = create_order(&shop, user, "Lamp", 2500).await;
     let cancelled = create_order(&shop, user, "Car", PAYMENT_LIMIT + 1).await;
+    // The metrics show the two events waiting in the outbox.
+    let backlog = |rows: u32| {
+        format!("trellis_outbox_backlog{{tenant=\"\",app=\"shop\",component=\"order\"}} {rows}")
+    };
+    wait_for_metric(&shop, &backlog(2)).await;
 
     shop.broker.restore_access();
     for order in [&paid, &cancelled] {
         assert_settles(&shop, order, RECOVERY).await;
     }
+    wait_for_metric(&shop, &backlog(0)).await;
     wait_ready_status(&shop, 200, RECOVERY).await;
     let after = create_order(&shop, user, "Lamp", 10).await;
     assert_settles(&shop, &after, SETTLE).await;
     assert_eq!(order_ids_of(&shop, user).await.len(), 4);
+}
+
+async fn wait_for_metric(shop: &Shop, line: &str) {
+    let started = Instant::now();
+    loop {
+        let text = shop.trellis.metrics_text().await;
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(started.elapsed() < RECOVERY, "no `{line}` in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The user service is made to fail (its table renamed away, so every
