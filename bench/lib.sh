@@ -80,3 +80,34 @@ cpu_snapshot() {
   echo "$(ticks_of "${pids[0]}") $(ticks_of $(pgrep -x postgres)) $(ticks_of $(pgrep -x beam.smp))" \
     "$(awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
 }
+
+# $work/spin.toml: the user service alone, on a managed database (the
+# GET /users/{id} benchmarks).
+user_app() {
+  cat > "$work/spin.toml" <<TOML
+spin_manifest_version = 2
+[application]
+name = "bench"
+[[trigger.http]]
+route = "/users/..."
+component = "user"
+[[trigger.http]]
+route = "/users"
+component = "user"
+[component.user]
+source = "$PWD/target/wasm32-wasip2/release/user.wasm"
+[component.user.variables]
+db_url = "postgres://trellis.internal/users"
+[component.user.tool.trellis.databases.users]
+migrations = "$PWD/components/user/migrations"
+TOML
+}
+
+# Creates $USERS users through the server at $1.
+seed_users() { # base url
+  echo "seeding $USERS users..."
+  for i in $(seq 1 "$USERS"); do
+    printf '{"email":"user%d@example.com","name":"User %d"}' "$i" "$i" |
+      curl -fsS -o /dev/null -X POST --data-binary @- "$1/users"
+  done
+}

@@ -34,23 +34,7 @@ cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; w
 trap cleanup EXIT
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB" >/dev/null
 
-cat > "$work/spin.toml" <<TOML
-spin_manifest_version = 2
-[application]
-name = "bench"
-[[trigger.http]]
-route = "/users/..."
-component = "user"
-[[trigger.http]]
-route = "/users"
-component = "user"
-[component.user]
-source = "$PWD/target/wasm32-wasip2/release/user.wasm"
-[component.user.variables]
-db_url = "postgres://trellis.internal/users"
-[component.user.tool.trellis.databases.users]
-migrations = "$PWD/components/user/migrations"
-TOML
+user_app
 
 # An OTLP/HTTP sink: accepts every export, counts requests and bytes.
 cat > "$work/sink.py" <<'PY'
@@ -92,11 +76,7 @@ start() { # extra args...
 stop() { kill "$trellis_pid"; wait "$trellis_pid" 2>/dev/null || true; }
 
 start
-echo "seeding $USERS users..."
-for i in $(seq 1 "$USERS"); do
-  printf '{"email":"user%d@example.com","name":"User %d"}' "$i" "$i" |
-    curl -fsS -o /dev/null -X POST --data-binary @- "http://127.0.0.1:$PORT/users"
-done
+seed_users "http://127.0.0.1:$PORT"
 stop
 
 cat > "$work/random.lua" <<LUA

@@ -28,23 +28,7 @@ trap cleanup EXIT
 
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB" >/dev/null
 
-cat > "$work/spin.toml" <<TOML
-spin_manifest_version = 2
-[application]
-name = "bench"
-[[trigger.http]]
-route = "/users/..."
-component = "user"
-[[trigger.http]]
-route = "/users"
-component = "user"
-[component.user]
-source = "$PWD/target/wasm32-wasip2/release/user.wasm"
-[component.user.variables]
-db_url = "postgres://trellis.internal/users"
-[component.user.tool.trellis.databases.users]
-migrations = "$PWD/components/user/migrations"
-TOML
+user_app
 
 
 target/release/trellis up -f "$work/spin.toml" --listen "127.0.0.1:$TRELLIS_PORT" \
@@ -52,11 +36,7 @@ target/release/trellis up -f "$work/spin.toml" --listen "127.0.0.1:$TRELLIS_PORT
 pids+=($!)
 wait_for "http://127.0.0.1:$TRELLIS_PORT/health"
 
-echo "seeding $USERS users..."
-for i in $(seq 1 "$USERS"); do
-  printf '{"email":"user%d@example.com","name":"User %d"}' "$i" "$i" |
-    curl -fsS -o /dev/null -X POST --data-binary @- "http://127.0.0.1:$TRELLIS_PORT/users"
-done
+seed_users "http://127.0.0.1:$TRELLIS_PORT"
 
 schema=$(psql -qtA -h 127.0.0.1 -U postgres -d "$DB" -c \
   "SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_bench\\_user\\_users%' LIMIT 1")

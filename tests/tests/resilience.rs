@@ -98,15 +98,7 @@ async fn a_failing_callee_opens_its_circuit_and_a_probe_closes_it() {
     assert_eq!(get(&trellis, echo).await.status, 200);
 
     // The metrics listener counts each attempt and each change of state.
-    let addr = trellis.metrics.expect("a metrics listener");
-    let text = client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = trellis.metrics_text().await;
     let labels = r#"tenant="",app="calls",component="caller",target="callee.spin.internal""#;
     for (outcome, count) in [("ok", 3), ("failed", 3), ("open", 1)] {
         let line = format!("trellis_calls_total{{{labels},outcome=\"{outcome}\"}} {count}");
