@@ -12,7 +12,7 @@
 //! | `trellis_amqp_redeliveries_total{tenant,app,component,queue}` | deliveries the broker marked redelivered |
 //! | `trellis_messages_published_total{tenant,app,component,via}` | confirmed publishes: `guest` (the publisher import), `outbox` (relayed rows) |
 //! | `trellis_instances_in_use`, `trellis_instances_max` | the instance pool |
-//! | `trellis_db_connections_open` | guests' database connections, idle ones included |
+//! | `trellis_db_connections_open`, `_idle`, `_max`; `trellis_db_pools` | guests' database connections (open counts idle ones), the cap, and the pools (one per server, database and role) |
 //! | `trellis_calls_total{tenant,app,component,target,outcome}` | attempts of chained and outbound calls: `ok`, `failed`, `open` (refused by an open circuit) |
 //! | `trellis_circuit_transitions_total{tenant,app,target,to}` | breakers opening (`open`) and closing (`closed`) |
 //! | `trellis_outbox_backlog{tenant,app,component}` | outbox rows waiting (up to 10,000), as of the last sweep (30 s) or drain |
@@ -139,6 +139,20 @@ pub struct Metrics {
     instances_in_use: Gauge,
     instances_max: Gauge,
     db_connections: Gauge,
+    db_idle: Gauge,
+    db_max: Gauge,
+    db_pools: Gauge,
+}
+
+/// The guests' database pools at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolUse {
+    /// Open connections, idle ones included.
+    pub open: i64,
+    pub idle: i64,
+    /// The cap on open connections.
+    pub max: i64,
+    pub pools: i64,
 }
 
 /// 100 µs to about 6.5 s, doubling.
@@ -233,6 +247,24 @@ impl Metrics {
             "Database connections open for guests, idle ones included",
             db_connections.clone(),
         );
+        let db_idle = Gauge::default();
+        registry.register(
+            "trellis_db_connections_idle",
+            "Database connections open for guests and idle",
+            db_idle.clone(),
+        );
+        let db_max = Gauge::default();
+        registry.register(
+            "trellis_db_connections_max",
+            "The cap on database connections open for guests",
+            db_max.clone(),
+        );
+        let db_pools = Gauge::default();
+        registry.register(
+            "trellis_db_pools",
+            "Database pools (one per server, database and role)",
+            db_pools.clone(),
+        );
         Self {
             registry,
             requests,
@@ -248,6 +280,9 @@ impl Metrics {
             instances_in_use,
             instances_max,
             db_connections,
+            db_idle,
+            db_max,
+            db_pools,
         }
     }
 
@@ -353,10 +388,13 @@ impl Metrics {
     }
 
     /// The text exposition of every metric, gauges read now.
-    pub fn encode(&self, instances_in_use: i64, instances_max: i64, db_connections: i64) -> String {
+    pub fn encode(&self, instances_in_use: i64, instances_max: i64, db: PoolUse) -> String {
         self.instances_in_use.set(instances_in_use);
         self.instances_max.set(instances_max);
-        self.db_connections.set(db_connections);
+        self.db_connections.set(db.open);
+        self.db_idle.set(db.idle);
+        self.db_max.set(db.max);
+        self.db_pools.set(db.pools);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -370,8 +408,9 @@ pub fn response(
 ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
     let max = i64::from(runtime.config.max_instances);
     let free = i64::try_from(runtime.slots.available_permits()).unwrap_or(max);
-    let open = i64::try_from(runtime.databases.open_connections()).unwrap_or(i64::MAX);
-    let text = runtime.metrics.encode(max - free, max, open);
+    let text = runtime
+        .metrics
+        .encode(max - free, max, runtime.databases.pool_use());
     let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -428,7 +467,13 @@ mod tests {
         metrics.request(&labels, 201, Duration::from_millis(4));
         metrics.failed(&labels, Failure::Deadline);
         metrics.delivered(&labels, "acme.q", Settled::DeadLetter);
-        let text = metrics.encode(2, 100, 5);
+        let db = PoolUse {
+            open: 5,
+            idle: 3,
+            max: 64,
+            pools: 2,
+        };
+        let text = metrics.encode(2, 100, db);
         assert!(text.contains(
             r#"trellis_http_requests_total{tenant="acme",app="shop",component="user",status="201"} 2"#
         ), "{text}");
@@ -442,5 +487,8 @@ mod tests {
         );
         assert!(text.contains("trellis_instances_in_use 2"), "{text}");
         assert!(text.contains("trellis_db_connections_open 5"), "{text}");
+        assert!(text.contains("trellis_db_connections_idle 3"), "{text}");
+        assert!(text.contains("trellis_db_connections_max 64"), "{text}");
+        assert!(text.contains("trellis_db_pools 2"), "{text}");
     }
 }

@@ -1297,6 +1297,16 @@ async fn orders_are_taken_while_the_broker_is_lost_and_paid_once_it_is_back() {
         assert_settles(&shop, order, RECOVERY).await;
     }
     wait_for_metric(&shop, &backlog(0)).await;
+    // The pools behind it: one per service's role, under the host's cap.
+    let text = shop.trellis.metrics_text().await;
+    let gauge = |name: &str| -> i64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert_eq!(gauge("trellis_db_connections_max"), 64);
+    assert!(gauge("trellis_db_pools") >= 3, "{text}");
+    assert!(gauge("trellis_db_connections_idle") <= gauge("trellis_db_connections_open"));
     wait_ready_status(&shop, 200, RECOVERY).await;
     let after = create_order(&shop, user, "Lamp", 10).await;
     assert_settles(&shop, &after, SETTLE).await;

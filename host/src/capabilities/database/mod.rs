@@ -154,6 +154,17 @@ impl Databases {
         self.pools.open_count()
     }
 
+    /// How the guests' connection pools are used, for metrics.
+    pub fn pool_use(&self) -> crate::metrics::PoolUse {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        crate::metrics::PoolUse {
+            open: count(self.pools.open_count()),
+            idle: count(self.pools.idle_count()),
+            max: count(self.pools.max_open()),
+            pools: count(self.pools.pool_count()),
+        }
+    }
+
     /// Closes idle connections past their time, every few seconds, for as
     /// long as `this` lives (needs a Tokio runtime; without one, idle
     /// connections are still closed when their pool is next used).

@@ -221,6 +221,17 @@ impl<K: Eq + Hash + Clone> Pools<K> {
     }
 
     /// Pools known (for tests and metrics).
+    /// Idle connections across all pools.
+    pub fn idle_count(&self) -> usize {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.values().map(|pool| pool.idle_count()).sum()
+    }
+
+    /// The cap on open connections.
+    pub fn max_open(&self) -> usize {
+        self.max_open
+    }
+
     pub fn pool_count(&self) -> usize {
         self.pools.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
