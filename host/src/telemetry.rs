@@ -109,8 +109,10 @@ pub fn init(args: &TelemetryArgs) -> Result<Telemetry> {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
+            // `span`: the innermost (its component); `spans`: every one
+            // around it, the request's `trace_id` among them.
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_target(false)
             .with_filter(filter)
             .boxed(),

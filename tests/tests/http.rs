@@ -647,3 +647,35 @@ async fn upstream() -> (u16, Arc<AtomicUsize>) {
     });
     (port, connections)
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_and_its_trace_id() {
+    let app = app(9);
+    let options = UpOptions {
+        args: vec!["--log-format", "json"],
+        ..UpOptions::default()
+    };
+    let trellis = Trellis::up_with(&app.manifest(), options);
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let response = client()
+        .get(trellis.url("/tb/print?lines=1"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert!(trellis.wait_for_log(|l| l.contains("testbed line 1 to stdout")));
+    let line = trellis
+        .logs()
+        .lines()
+        .find(|l| l.contains("testbed line 1 to stdout"))
+        .map(str::to_owned)
+        .expect("the line");
+    let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(event["fields"]["stream"], "stdout", "{line}");
+    assert_eq!(event["span"]["component"], "testbed", "{line}");
+    let request = &event["spans"][0];
+    assert_eq!(request["name"], "request", "{line}");
+    assert_eq!(request["trace_id"], trace_id, "{line}");
+    assert_eq!(request["app"], "e2e", "{line}");
+}
