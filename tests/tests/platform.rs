@@ -38,21 +38,28 @@ impl Env {
 
     /// A `trellis serve` on this platform, with a state directory of its own.
     fn host(&self) -> Host {
+        self.host_with(&[])
+    }
+
+    /// [`Env::host`] with more `trellis serve` arguments.
+    fn host_with(&self, extra: &[&str]) -> Host {
         let state = tempfile::tempdir().expect("state dir");
         let state_dir = state.path().display().to_string();
+        let mut args = vec![
+            "--admin-token",
+            TOKEN,
+            "--database-url",
+            &self.db.url,
+            "--amqp-url",
+            &self.broker.url,
+            "--max-pool-connections",
+            "2",
+            "--state-dir",
+            &state_dir,
+        ];
+        args.extend_from_slice(extra);
         let trellis = Trellis::serve(UpOptions {
-            args: vec![
-                "--admin-token",
-                TOKEN,
-                "--database-url",
-                &self.db.url,
-                "--amqp-url",
-                &self.broker.url,
-                "--max-pool-connections",
-                "2",
-                "--state-dir",
-                &state_dir,
-            ],
+            args,
             cache_dir: Some(self.cache.path()),
             ..UpOptions::default()
         });
@@ -1054,5 +1061,87 @@ async fn metrics_count_each_tenants_requests() {
         text.lines()
             .any(|l| l.starts_with("trellis_instances_max ")),
         "{text}"
+    );
+}
+
+/// Variables (secrets among them) are sealed in the platform database: the
+/// row holds no value, a host with the key serves them, after a restart too,
+/// and a host with another key refuses the app, saying why.
+#[tokio::test]
+async fn variables_are_sealed_at_rest_and_open_only_with_their_key() {
+    const KEY: &[&str] = &["--secrets-key", "the-platform-secrets-key"];
+    let env = Env::new("pf_sealed");
+    let host = env.host_with(KEY);
+    host.cli(&["tenant", "create", "acme"]);
+    let app = AppDir::new(
+        r#"spin_manifest_version = 2
+[application]
+name = "vault"
+[variables]
+token = { required = true, secret = true }
+[[trigger.http]]
+route = "/..."
+component = "web"
+[component.web]
+source = "{testbed}"
+[component.web.variables]
+message = "token {{ token }}"
+"#,
+    );
+    let manifest = app.manifest().display().to_string();
+    host.cli(&[
+        "deploy",
+        "--tenant",
+        "acme",
+        "-f",
+        &manifest,
+        "--variable",
+        "token=s3cret-never-stored",
+    ]);
+    let message = async |host: &Host| {
+        let response = host
+            .request(
+                reqwest::Method::GET,
+                "vault.acme.localhost",
+                "/var?name=message",
+                None,
+            )
+            .await;
+        (
+            response.status().as_u16(),
+            response.text().await.unwrap_or_default(),
+        )
+    };
+    assert_eq!(
+        message(&host).await,
+        (200, "token s3cret-never-stored".to_owned())
+    );
+
+    let stored = trellis_tests::psql(
+        &env.db.name,
+        "SELECT variables::text FROM trellis_platform.apps WHERE name = 'vault'",
+    );
+    assert!(stored.contains("\"sealed\""), "{stored}");
+    assert!(
+        !stored.contains("s3cret"),
+        "the value is stored in clear: {stored}"
+    );
+    drop(host);
+
+    let stranger = env.host_with(&["--secrets-key", "another-key-entirely-0000"]);
+    assert!(
+        stranger
+            .trellis
+            .wait_for_log(|l| l.contains("do not open with this --secrets-key")),
+        "{}",
+        stranger.trellis.logs()
+    );
+    assert_eq!(message(&stranger).await.0, 404);
+    drop(stranger);
+
+    let again = env.host_with(KEY);
+    assert_eq!(
+        message(&again).await,
+        (200, "token s3cret-never-stored".to_owned())
     );
 }

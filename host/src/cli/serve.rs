@@ -24,6 +24,11 @@ pub struct ServeArgs {
     /// Bearer token the admin API requires (at least 16 characters).
     #[arg(long, env = "TRELLIS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
+    /// Key that apps' variables (secrets among them) are sealed with in the
+    /// database (AES-256-GCM); every replica needs the same. Default:
+    /// `--database-secret`; with neither, they are stored unencrypted.
+    #[arg(long, env = "TRELLIS_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
     /// The domain under which apps get their host names.
     #[arg(long, env = "TRELLIS_BASE_DOMAIN", default_value = "localhost")]
     pub base_domain: String,
@@ -51,7 +56,20 @@ impl ServeArgs {
         managed::ensure_database(&runtime.databases.admin)
             .await
             .context("preparing the platform database (--database-url)")?;
-        let store = Store::open(&runtime.databases.admin).await?;
+        let sealer = match self
+            .secrets_key
+            .as_deref()
+            .or(self.limits.database_secret.as_deref())
+        {
+            Some(secret) => Some(crate::platform::sealed::Sealer::new(secret)?),
+            None => {
+                tracing::warn!(
+                    "apps' variables (secrets among them) are stored unencrypted: set --secrets-key"
+                );
+                None
+            }
+        };
+        let store = Store::open(&runtime.databases.admin, sealer).await?;
         let limit = runtime.config.shutdown_timeout;
         let platform = Platform::start(runtime, store, self.base_domain.clone(), state_dir).await?;
 

@@ -130,6 +130,12 @@ impl From<Refusal> for Failure {
             Refusal::TenantExists(_) => Failure::new(StatusCode::CONFLICT, "conflict", message),
             Refusal::Suspended(_) => Failure::new(StatusCode::CONFLICT, "suspended", message),
             Refusal::NoBlob(_) => Failure::invalid(message),
+            // A host that cannot open what another sealed: its operator's
+            // to fix, not the client's.
+            Refusal::Variables(_) => {
+                tracing::error!("admin: platform store: {message}");
+                Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
             Refusal::Database(err) => {
                 tracing::error!("admin: platform store: {err}");
                 Failure::new(

@@ -15,6 +15,7 @@ mod cleanup;
 pub mod names;
 pub mod quota;
 pub mod registry;
+pub mod sealed;
 pub mod store;
 
 pub use registry::Platform;

@@ -124,6 +124,8 @@ pub enum Refusal {
     NoVersion(AppKey, String, i32),
     #[error("no uploaded component bytes with digest {0}; upload them first")]
     NoBlob(String),
+    #[error("{0}")]
+    Variables(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -131,12 +133,17 @@ pub enum Refusal {
 pub struct Store {
     pool: PgPool,
     options: PgConnectOptions,
+    /// Seals apps' variables at rest; `None`: stored as a plain map.
+    sealer: Option<super::sealed::Sealer>,
 }
 
 impl Store {
     /// Connects to the admin database and creates the platform's tables if
     /// they are missing (under an advisory lock: hosts may start together).
-    pub async fn open(admin: &PgConnectOptions) -> Result<Self> {
+    pub async fn open(
+        admin: &PgConnectOptions,
+        sealer: Option<super::sealed::Sealer>,
+    ) -> Result<Self> {
         let mut conn = PgConnection::connect_with(admin)
             .await
             .context("connecting to the platform database (--database-url)")?;
@@ -156,6 +163,7 @@ impl Store {
         Ok(Self {
             pool,
             options: admin.clone(),
+            sealer,
         })
     }
 
@@ -272,7 +280,9 @@ impl Store {
                 .await?;
         let mut records = Vec::new();
         for app in apps {
-            if let Some(record) = read_app(&mut tx, &AppKey::new(name, &app)).await? {
+            if let Some(record) =
+                read_app(&mut tx, &AppKey::new(name, &app), self.sealer.as_ref()).await?
+            {
                 records.push(record);
             }
         }
@@ -336,7 +346,7 @@ impl Store {
 
     pub async fn app(&self, key: &AppKey) -> Result<Option<AppRecord>, Refusal> {
         let mut conn = self.pool.acquire().await?;
-        Ok(read_app(&mut conn, key).await?)
+        read_app(&mut conn, key, self.sealer.as_ref()).await
     }
 
     /// Every version of every component of an app, newest first.
@@ -377,6 +387,13 @@ impl Store {
         variables: &BTreeMap<String, String>,
         components: &BTreeMap<String, String>,
     ) -> Result<AppRecord, Refusal> {
+        let stored_variables = match &self.sealer {
+            Some(sealer) => sealer
+                .seal(&key.tenant, &key.app, variables)
+                .map_err(|err| Refusal::Variables(format!("{err:#}")))?,
+            None => serde_json::to_value(variables)
+                .map_err(|err| Refusal::Variables(err.to_string()))?,
+        };
         let mut tx = self.pool.begin().await?;
         lock_tenant(&mut tx, &key.tenant).await?;
         sqlx::query(
@@ -389,7 +406,7 @@ impl Store {
         .bind(&key.app)
         .bind(manifest)
         .bind(sqlx::types::Json(assets))
-        .bind(sqlx::types::Json(variables))
+        .bind(sqlx::types::Json(stored_variables))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -404,7 +421,7 @@ impl Store {
         for (component, digest) in components {
             activate_digest(&mut tx, key, component, digest).await?;
         }
-        let record = finish(&mut tx, key).await?;
+        let record = finish(&mut tx, key, self.sealer.as_ref()).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -424,7 +441,7 @@ impl Store {
         }
         activate_digest(&mut tx, key, component, digest).await?;
         bump(&mut tx, key).await?;
-        let record = finish(&mut tx, key).await?;
+        let record = finish(&mut tx, key, self.sealer.as_ref()).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -451,7 +468,7 @@ impl Store {
                 other => other,
             })?;
         bump(&mut tx, key).await?;
-        let record = finish(&mut tx, key).await?;
+        let record = finish(&mut tx, key, self.sealer.as_ref()).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -620,9 +637,13 @@ async fn bump(conn: &mut PgConnection, key: &AppKey) -> Result<(), Refusal> {
 }
 
 /// Announces the change to every host and reads back the stored record.
-async fn finish(conn: &mut PgConnection, key: &AppKey) -> Result<AppRecord, Refusal> {
+async fn finish(
+    conn: &mut PgConnection,
+    key: &AppKey,
+    sealer: Option<&super::sealed::Sealer>,
+) -> Result<AppRecord, Refusal> {
     notify(conn, &key.to_string()).await?;
-    read_app(conn, key)
+    read_app(conn, key, sealer)
         .await?
         .ok_or_else(|| Refusal::NoApp(key.clone()))
 }
@@ -636,11 +657,15 @@ async fn notify(conn: &mut PgConnection, payload: &str) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-async fn read_app(conn: &mut PgConnection, key: &AppKey) -> Result<Option<AppRecord>, sqlx::Error> {
+async fn read_app(
+    conn: &mut PgConnection,
+    key: &AppKey,
+    sealer: Option<&super::sealed::Sealer>,
+) -> Result<Option<AppRecord>, Refusal> {
     type AppRow = (
         String,
         sqlx::types::Json<BTreeMap<String, String>>,
-        sqlx::types::Json<BTreeMap<String, String>>,
+        sqlx::types::Json<serde_json::Value>,
         i32,
         bool,
         sqlx::types::Json<TenantLimits>,
@@ -670,7 +695,8 @@ async fn read_app(conn: &mut PgConnection, key: &AppKey) -> Result<Option<AppRec
         key: key.clone(),
         manifest,
         assets: assets.0,
-        variables: variables.0,
+        variables: super::sealed::read(sealer, &key.tenant, &key.app, variables.0)
+            .map_err(|err| Refusal::Variables(format!("{err:#}")))?,
         revision,
         components: active
             .into_iter()
