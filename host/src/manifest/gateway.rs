@@ -40,15 +40,7 @@ pub(crate) fn resolve(
             .map(|(target, raw)| calls(src, target, raw))
             .collect::<Result<_, _>>()?,
         openapi: match raw.openapi {
-            Some(path) => {
-                if path.get_ref().is_empty() {
-                    return Err(src.error(
-                        path.span(),
-                        "`openapi` is empty; give the document's path, relative to the manifest",
-                    ));
-                }
-                Some(dir.join(path.get_ref()))
-            }
+            Some(path) => Some(file_path(src, &path, "openapi", dir)?),
             None => None,
         },
     })
@@ -225,7 +217,7 @@ fn api_key(
                     ),
                 ));
             }
-            if is_reserved_header(&name) {
+            if crate::triggers::http::is_reserved_header(&name) {
                 return Err(src.error(
                     header.span(),
                     format!("`header`: {name:?} is set by the host; pick another header"),
@@ -261,15 +253,7 @@ fn jwt_scheme(
         check_template(src, secret, "`secret`", declared)?;
     }
     let jwks = match raw.jwks {
-        Some(path) => {
-            if path.get_ref().is_empty() {
-                return Err(src.error(
-                    path.span(),
-                    "`jwks` is empty; give the key set's path, relative to the manifest",
-                ));
-            }
-            Some(dir.join(path.get_ref()))
-        }
+        Some(path) => Some(file_path(src, &path, "jwks", dir)?),
         None => None,
     };
     let leeway_secs = match raw.leeway_secs {
@@ -424,7 +408,18 @@ fn is_header_name(name: &str) -> bool {
     http::HeaderName::try_from(name).is_ok()
 }
 
-/// Headers the host sets on requests it passes to components.
-fn is_reserved_header(name: &str) -> bool {
-    name.starts_with("spin-") || name.starts_with("trellis-")
+/// A file the manifest names, resolved against its directory.
+fn file_path(
+    src: Source<'_>,
+    path: &Spanned<String>,
+    field: &str,
+    dir: &Path,
+) -> Result<std::path::PathBuf, ManifestError> {
+    if path.get_ref().is_empty() {
+        return Err(src.error(
+            path.span(),
+            format!("`{field}` is empty; give the file's path, relative to the manifest"),
+        ));
+    }
+    Ok(dir.join(path.get_ref()))
 }

@@ -301,10 +301,11 @@ impl Connection {
         let Some(conn) = self.conn.take() else {
             return Err(Error::ConnectionFailed("the connection is closed".into()));
         };
+        let keyword = first_keyword(statement);
         // A child of the guest's invoke span.
         let span = tracing::info_span!(
             "db",
-            otel.name = %first_keyword(statement).to_ascii_uppercase(),
+            otel.name = %keyword.to_ascii_uppercase(),
             otel.kind = "client",
             otel.status_code = tracing::field::Empty,
             db.system.name = "postgresql",
@@ -319,19 +320,19 @@ impl Connection {
         if matches!(&result, Err(err) if query::must_discard_connection(err)) {
             self.broken = true;
         }
-        self.track(statement, result.is_ok());
+        self.track(&keyword, statement, result.is_ok());
         result
     }
 
-    fn track(&mut self, statement: &str, succeeded: bool) {
-        let keyword = first_keyword(statement);
-        match keyword.as_str() {
+    /// `keyword`: the statement's first, lower-case.
+    fn track(&mut self, keyword: &str, statement: &str, succeeded: bool) {
+        match keyword {
             "begin" | "start" if succeeded => self.transaction_open = true,
             "commit" | "end" | "rollback" | "abort" if succeeded => self.transaction_open = false,
             _ => {}
         }
         if matches!(
-            keyword.as_str(),
+            keyword,
             "set" | "reset" | "discard" | "deallocate" | "prepare" | "declare" | "listen" | "lock"
         ) || statement.to_ascii_lowercase().contains("set_config")
         {

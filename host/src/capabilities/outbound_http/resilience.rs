@@ -262,7 +262,7 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 
 /// What the guest gets while the target's breaker is open.
 fn open_circuit(key: &str, wait: Duration) -> Response<WasiBody> {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = crate::triggers::http::errors::retry_after_secs(wait);
     let body = serde_json::json!({"error": {
         "code": "unavailable",
         "message": format!("{key} is failing; calls to it are paused (circuit open)"),
@@ -274,7 +274,7 @@ fn open_circuit(key: &str, wait: Duration) -> Response<WasiBody> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
     response
 }
 

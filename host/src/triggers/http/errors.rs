@@ -9,6 +9,11 @@ use crate::capabilities::outbound_http::full_body;
 /// Seconds a client should wait before retrying a `503`.
 const RETRY_AFTER_SECS: &str = "1";
 
+/// Whole seconds to put in `Retry-After` for `wait`: rounded up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// An error the host answers on a component's behalf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostError {
@@ -34,7 +39,7 @@ impl HostError {
         match refused {
             Refused::Rate(wait) => HostError::TooManyRequests(
                 "over the tenant's request rate; retry later".to_owned(),
-                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                retry_after_secs(wait),
             ),
             Refused::Concurrency => HostError::TooManyRequests(
                 "the tenant has as many requests running as it may; retry later".to_owned(),

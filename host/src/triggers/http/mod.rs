@@ -187,7 +187,7 @@ where
                         retry_after,
                     } => HostError::TooManyRequests(
                         format!("over the request rate of API key `{subject}`; retry later"),
-                        retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+                        errors::retry_after_secs(retry_after),
                     ),
                 };
                 let status = err.status().as_u16();
@@ -386,10 +386,7 @@ fn set_spin_headers(
     full_url: &str,
     client: Option<SocketAddr>,
 ) {
-    let reserved = |name: &HeaderName| {
-        let name = name.as_str();
-        name.starts_with("spin-") || name.starts_with("trellis-")
-    };
+    let reserved = |name: &HeaderName| is_reserved_header(name.as_str());
     if headers.keys().any(reserved) {
         let forged: Vec<HeaderName> = headers.keys().filter(|n| reserved(n)).cloned().collect();
         for name in forged {
@@ -426,6 +423,12 @@ fn set_spin_headers(
             set(name, value);
         }
     }
+}
+
+/// Headers only the host sets on what it passes to components (`spin-*`,
+/// `trellis-*`); inbound copies are dropped.
+pub fn is_reserved_header(name: &str) -> bool {
+    name.starts_with("spin-") || name.starts_with("trellis-")
 }
 
 /// Tells the component who the gateway verified the caller to be.
