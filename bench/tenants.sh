@@ -11,7 +11,8 @@
 # calm is measured with wrk -c8 on GET /echo, alone and then while noisy
 # takes 64 connections of /echo (beyond its rate), /loop (guests spinning
 # until their deadline) or /hog (guests allocating until their memory
-# limit). Target: calm's p99 at most 2x its p99 alone.
+# limit). Target: calm's p99 at most 2x its p99 alone. What noisy's clients
+# got meanwhile is printed under each line (most of it refusals).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -70,7 +71,11 @@ noisy() { # path: 64 connections on noisy's path for the duration, in the backgr
 echo "calm: wrk -t1 -c8 GET /echo, $DURATION each"
 wrk -t1 -c8 -d2s -H "Host: tb.calm.localhost" "http://127.0.0.1:$PORT/echo" >/dev/null
 calm "alone"
-noisy /echo; calm "noisy over its rate (64 conns /echo)"; wait "${pids[-1]}" || true
-noisy /loop; calm "noisy looping until its deadline"; wait "${pids[-1]}" || true
-noisy /hog; calm "noisy hogging memory"; wait "${pids[-1]}" || true
+noisy_done() { # what noisy's clients got
+  wait "${pids[-1]}" || true
+  awk '/Requests\/sec/ {rps=$2} /Non-2xx/ {refused=$NF} END {printf "%-40s %10s req/s   (%s of them refused)\n", "  noisy meanwhile", rps, refused + 0}' "$work/noisy.out"
+}
+noisy /echo; calm "noisy over its rate (64 conns /echo)"; noisy_done
+noisy /loop; calm "noisy looping until its deadline"; noisy_done
+noisy /hog; calm "noisy hogging memory"; noisy_done
 echo "(target: calm's p99 at most 2x alone)"

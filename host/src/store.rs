@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{
+    ResourceLimiter as _, ResourceLimiterAsync, Store, StoreLimits, StoreLimitsBuilder,
+    UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -19,6 +22,7 @@ use crate::capabilities::guest_output::GuestOutput;
 use crate::capabilities::messaging::{self, ComponentMessaging, MessagingView};
 use crate::capabilities::outbound_http::OutboundHttp;
 use crate::capabilities::variables::{self, ComponentVariables, VariablesView};
+use crate::platform::quota::Quota;
 
 pub struct RequestState {
     table: ResourceTable,
@@ -28,7 +32,64 @@ pub struct RequestState {
     variables: ComponentVariables,
     database: Arc<ComponentDatabases>,
     messaging: Arc<ComponentMessaging>,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limits,
+}
+
+/// An instance's resource limits: its memory limit, and, for a tenant with
+/// a CPU budget, memory growth paid from that budget.
+pub(crate) struct Limits {
+    memory: StoreLimits,
+    quota: Option<Arc<Quota>>,
+    deadline: Instant,
+}
+
+#[async_trait::async_trait]
+impl ResourceLimiterAsync for Limits {
+    async fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if !self.memory.memory_growing(current, desired, maximum)? {
+            return Ok(false);
+        }
+        if let Some(quota) = &self.quota {
+            quota
+                .pay_for_growth(desired.saturating_sub(current), self.deadline)
+                .await;
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory.memory_grow_failed(error)
+    }
+
+    async fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.memory.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.memory.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.memory.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.memory.memories()
+    }
 }
 
 /// A fresh `Store` for one call into `component`: its memory limit applied,
@@ -44,22 +105,32 @@ pub fn new_store(
         &app.runtime.engine,
         RequestState::new(app, component, deadline),
     );
-    store.limiter(|state| &mut state.limits);
+    store.limiter_async(|state| &mut state.limits);
     let quota = app.owner.quota.clone();
     store.epoch_deadline_callback(move |_| {
         let now = Instant::now();
         if now >= deadline {
             return Ok(UpdateDeadline::Interrupt);
         }
-        // A tenant over its CPU budget pauses here (never past its deadline).
-        if let Some(pause) = quota.as_ref().and_then(|q| q.cpu_tick()) {
-            let pause = pause.min(deadline - now);
+        // A tenant over its CPU budget pauses here until the budget pays
+        // for its next tick (never past its deadline).
+        if let Some(quota) = &quota
+            && let Some(pause) = quota.cpu_tick()
+        {
+            let quota = quota.clone();
             return Ok(UpdateDeadline::YieldCustom(
                 1,
-                Box::pin(tokio::time::sleep(pause)),
+                Box::pin(async move { quota.wait_for_tick(pause, deadline).await }),
             ));
         }
-        Ok(UpdateDeadline::Yield(1))
+        // Tokio's own yield: wasmtime's runtime-agnostic one wakes the task
+        // from inside its poll, which puts it in the worker's LIFO slot, so
+        // a spinning guest would run on, slice after slice, ahead of every
+        // task queued behind it on that worker.
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
     });
     store.set_epoch_deadline(1);
     store
@@ -97,10 +168,14 @@ impl RequestState {
             variables: component.variables.clone(),
             database: component.databases.clone(),
             messaging: component.messaging.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(component.memory_limit)
-                .trap_on_grow_failure(false)
-                .build(),
+            limits: Limits {
+                memory: StoreLimitsBuilder::new()
+                    .memory_size(component.memory_limit)
+                    .trap_on_grow_failure(false)
+                    .build(),
+                quota: app.owner.quota.clone(),
+                deadline,
+            },
         }
     }
 }

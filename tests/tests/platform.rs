@@ -1024,6 +1024,66 @@ async fn a_tenant_over_its_limits_gets_429_and_its_neighbour_does_not() {
     assert_eq!(fine.status(), 200, "the neighbour's deadline is the host's");
 }
 
+/// A tenant's clients that retry at once, many at a time, get their `429`s
+/// late: past the first hundred refusals in a second, each is held for its
+/// `Retry-After` (1 s) before it is answered, so answering them cannot crowd
+/// out the neighbours. A few refusals are still answered at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_tenants_refusals_are_held_for_their_retry_after() {
+    let env = Env::new("pf_flood");
+    let host = env.host();
+    host.cli(&["tenant", "create", "flood", "--requests-per-second", "1"]);
+    host.cli(&["tenant", "create", "calm"]);
+    let app = greeter("testbed");
+    for tenant in ["flood", "calm"] {
+        host.deploy(tenant, &app);
+    }
+    let timed = (0..400).map(|_| async {
+        let start = std::time::Instant::now();
+        let response = host
+            .request(
+                reqwest::Method::GET,
+                "greeter.flood.localhost",
+                "/echo",
+                None,
+            )
+            .await;
+        (response.status().as_u16(), start.elapsed())
+    });
+    let (results, calm) = tokio::join!(futures::future::join_all(timed), async {
+        // Asked while the flood is held: the neighbour is answered.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        host.request(
+            reqwest::Method::GET,
+            "greeter.calm.localhost",
+            "/echo",
+            None,
+        )
+        .await
+        .status()
+    });
+    assert_eq!(calm, 200, "the neighbour");
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert!(refused.len() >= 390, "{results:?}");
+    let held = refused
+        .iter()
+        .filter(|(_, took)| *took >= std::time::Duration::from_millis(900))
+        .count();
+    let prompt = refused
+        .iter()
+        .filter(|(_, took)| *took < std::time::Duration::from_millis(900))
+        .count();
+    assert!(held >= 100, "{held} held of {} refusals", refused.len());
+    assert!(
+        prompt >= 50,
+        "{prompt} answered at once of {}",
+        refused.len()
+    );
+}
+
 /// `GET /metrics` on the admin listener counts what the tenants' components
 /// did, labelled by tenant, app and component, and needs the token.
 #[tokio::test(flavor = "multi_thread")]

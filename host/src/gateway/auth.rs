@@ -260,14 +260,14 @@ impl ApiKeys {
 
     /// Whether the key named `subject` is within its rate.
     fn admit(&self, subject: &Arc<str>) -> Result<(), Refused> {
-        use governor::clock::{Clock as _, DefaultClock};
+        use governor::clock::Clock as _;
         let Some(rate) = &self.rate else {
             return Ok(());
         };
         rate.check_key(subject)
             .map_err(|not_until| Refused::OverRate {
                 subject: subject.clone(),
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                retry_after: not_until.wait_time_from(rate.clock().now()),
             })
     }
 

@@ -3,9 +3,9 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::clock::{Clock as _, DefaultClock};
+use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, Quota as Rate, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,7 +21,7 @@ pub struct TenantLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Instances alive at once across the tenant's apps (HTTP requests,
-    /// chained calls included).
+    /// chained calls and message deliveries included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
     /// Public requests per second across the tenant's apps (bursts up to
@@ -70,6 +70,24 @@ pub enum Refused {
     Concurrency,
 }
 
+/// Refusals of one tenant answered at once, per second (and in a burst).
+/// A client that honours `Retry-After` never gets more; one that retries at
+/// once, on many connections, would otherwise make answering its `429`s
+/// most of the host's work, at its neighbours' expense.
+const PROMPT_REFUSALS_PER_SECOND: NonZeroU32 = NonZeroU32::new(100).unwrap();
+
+/// How long a refusal beyond those is held before it is answered: the
+/// `Retry-After` it carries, so a client retrying at once on a connection
+/// gets one refusal per second there, not thousands.
+pub const REFUSAL_HOLD: Duration = Duration::from_secs(1);
+
+/// What growing linear memory by a MiB is charged to a tenant's CPU budget.
+/// Faulting the pages in, zeroing them and resetting them when the instance
+/// goes is the kernel's work, which epoch ticks never see; measured at about
+/// 0.3 ms per MiB on the benchmark machine (`bench/tenants.sh`, hogging),
+/// charged with some margin.
+const GROWTH_COST_PER_MIB: Duration = Duration::from_micros(500);
+
 /// What enforces a tenant's limits at request time; one per tenant, shared
 /// by all its apps.
 pub struct Quota {
@@ -77,6 +95,10 @@ pub struct Quota {
     rate: Option<DefaultDirectRateLimiter>,
     /// One cell per epoch tick of guest execution.
     cpu: Option<DefaultDirectRateLimiter>,
+    /// The epoch tick: what one cell of `cpu` is worth.
+    tick: Duration,
+    /// One cell per refusal answered at once.
+    prompt_refusals: DefaultDirectRateLimiter,
 }
 
 impl std::fmt::Debug for Quota {
@@ -114,15 +136,26 @@ impl Quota {
                 .requests_per_second
                 .and_then(NonZeroU32::new)
                 .map(|n| RateLimiter::direct(Rate::per_second(n))),
+            tick,
+            prompt_refusals: RateLimiter::direct(Rate::per_second(PROMPT_REFUSALS_PER_SECOND)),
+        }
+    }
+
+    /// How long to hold a refusal before answering it: nothing while the
+    /// tenant's refusals are few, [`REFUSAL_HOLD`] once its clients flood.
+    pub fn refusal_hold(&self) -> Duration {
+        match self.prompt_refusals.check() {
+            Ok(()) => Duration::ZERO,
+            Err(_) => REFUSAL_HOLD,
         }
     }
 
     /// Takes one request from the rate allowance.
     pub fn admit_request(&self) -> Result<(), Refused> {
         match &self.rate {
-            Some(rate) => rate.check().map_err(|not_until| {
-                Refused::Rate(not_until.wait_time_from(DefaultClock::default().now()))
-            }),
+            Some(rate) => rate
+                .check()
+                .map_err(|not_until| Refused::Rate(not_until.wait_time_from(rate.clock().now()))),
             None => Ok(()),
         }
     }
@@ -133,7 +166,49 @@ impl Quota {
         let cpu = self.cpu.as_ref()?;
         cpu.check()
             .err()
-            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+            .map(|not_until| not_until.wait_time_from(cpu.clock().now()))
+    }
+
+    /// Waits out `pause` (from [`Quota::cpu_tick`]) and then until the
+    /// budget pays for one more tick, but not past `deadline`. Paying before
+    /// the guest runs again matters: several of a tenant's guests wake from
+    /// the same pause, and each would otherwise run a tick unpaid.
+    pub async fn wait_for_tick(&self, mut pause: Duration, deadline: Instant) {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(pause.min(left)).await;
+            if left <= pause {
+                // Out of time: its next epoch tick interrupts the guest.
+                return;
+            }
+            match self.cpu_tick() {
+                None => return,
+                Some(next) => pause = next,
+            }
+        }
+    }
+
+    /// Charges growing a guest's memory by `bytes` to the CPU budget, waiting
+    /// (not past `deadline`) while the budget cannot pay.
+    pub async fn pay_for_growth(&self, bytes: usize, deadline: Instant) {
+        if self.cpu.is_none() {
+            return;
+        }
+        for _ in 0..self.growth_ticks(bytes) {
+            if let Some(pause) = self.cpu_tick() {
+                self.wait_for_tick(pause, deadline).await;
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+        }
+    }
+
+    /// Ticks that growing memory by `bytes` costs, rounded up.
+    fn growth_ticks(&self, bytes: usize) -> u64 {
+        let cost_ns = ((bytes as u128) * GROWTH_COST_PER_MIB.as_nanos()).div_ceil(1 << 20);
+        let tick_ns = self.tick.as_nanos().max(1);
+        u64::try_from(cost_ns.div_ceil(tick_ns)).unwrap_or(u64::MAX)
     }
 
     /// A permit for one instance, held while it lives.
@@ -146,6 +221,13 @@ impl Quota {
                 .map_err(|_| Refused::Concurrency),
             None => Ok(None),
         }
+    }
+
+    /// A permit for one instance, waited for: deliveries queue for one
+    /// rather than being refused (the consumer's prefetch bounds how many
+    /// wait).
+    pub async fn wait_for_instance(&self) -> Option<OwnedSemaphorePermit> {
+        self.instances.clone()?.acquire_owned().await.ok()
     }
 }
 
@@ -169,6 +251,84 @@ mod tests {
             Err(Refused::Rate(wait)) => assert!(wait <= Duration::from_millis(334), "{wait:?}"),
             other => panic!("fourth request: {other:?}"),
         }
+    }
+
+    #[test]
+    fn refusals_are_answered_at_once_until_a_client_floods() {
+        let quota = Quota::new(&TenantLimits::default(), Duration::from_millis(1));
+        for _ in 0..PROMPT_REFUSALS_PER_SECOND.get() {
+            assert_eq!(quota.refusal_hold(), Duration::ZERO);
+        }
+        assert_eq!(quota.refusal_hold(), REFUSAL_HOLD);
+    }
+
+    #[test]
+    fn memory_growth_is_charged_by_the_mib_in_ticks() {
+        let quota = Quota::new(&TenantLimits::default(), Duration::from_millis(1));
+        assert_eq!(quota.growth_ticks(0), 0);
+        assert_eq!(quota.growth_ticks(1), 1);
+        assert_eq!(quota.growth_ticks(8 << 20), 4);
+        let fine = Quota::new(&TenantLimits::default(), Duration::from_micros(100));
+        assert_eq!(fine.growth_ticks(8 << 20), 40);
+    }
+
+    #[tokio::test]
+    async fn growth_waits_for_the_budget_but_not_past_the_deadline() {
+        // 100 millicores at 1 ms ticks: 100 ticks a second, bursts of 10.
+        let quota = Quota::new(
+            &TenantLimits {
+                cpu_millicores: Some(100),
+                ..TenantLimits::default()
+            },
+            Duration::from_millis(1),
+        );
+        let far = Instant::now() + Duration::from_secs(60);
+        // 20 MiB is 10 ticks: the burst pays for it, then 10 more ticks
+        // take about 100 ms to come.
+        quota.pay_for_growth(20 << 20, far).await;
+        let start = Instant::now();
+        quota.pay_for_growth(20 << 20, far).await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            start.elapsed()
+        );
+        // 400 MiB would take 2 s; a deadline 50 ms away ends the wait.
+        let start = Instant::now();
+        quota
+            .pay_for_growth(400 << 20, start + Duration::from_millis(50))
+            .await;
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_waits_for_an_instance_the_tenant_has_free() {
+        let quota = Quota::new(
+            &TenantLimits {
+                max_concurrency: Some(1),
+                ..TenantLimits::default()
+            },
+            Duration::from_millis(1),
+        );
+        let held = quota.instance().expect("first").expect("counted");
+        let mut waiting = std::pin::pin!(quota.wait_for_instance());
+        assert!(
+            futures::poll!(waiting.as_mut()).is_pending(),
+            "a permit while all are held"
+        );
+        drop(held);
+        assert!(waiting.await.is_some());
+        assert!(
+            Quota::new(&TenantLimits::default(), Duration::from_millis(1))
+                .wait_for_instance()
+                .await
+                .is_none(),
+            "no limit, nothing counted"
+        );
     }
 
     #[test]

@@ -286,7 +286,11 @@ async fn call(app: &Arc<App>, component: &Arc<AppComponent>, delivery: &Delivery
     };
     let runtime = &app.runtime;
     // Deliveries wait for capacity as long as it takes: the prefetch already
-    // bounds how many are waiting.
+    // bounds how many are waiting. The tenant's instances count them too.
+    let tenant_permit = match &app.owner.quota {
+        Some(quota) => quota.wait_for_instance().await,
+        None => None,
+    };
     let component_permit = match &component.concurrency {
         Some(limit) => limit.clone().acquire_owned().await.ok(),
         None => None,
@@ -294,7 +298,7 @@ async fn call(app: &Arc<App>, component: &Arc<AppComponent>, delivery: &Delivery
     let Ok(_slot) = runtime.slots.clone().acquire_owned().await else {
         return Disposition::Retry;
     };
-    let _held = component_permit;
+    let _held = (tenant_permit, component_permit);
     let deadline = app.deadline(component);
     let mut store = crate::store::new_store(app, component, deadline);
     let run = async {

@@ -37,10 +37,22 @@ pub(crate) async fn invoke(
         return Err(HostError::Internal);
     };
     let runtime = &app.runtime;
-    // A tenant at its concurrency limit is told so at once (429): waiting
-    // would only hold its clients' connections longer.
+    // A tenant at its concurrency limit is told so (429) rather than queued:
+    // waiting would only hold its clients' connections longer.
     let tenant_permit = match &app.owner.quota {
-        Some(quota) => quota.instance().map_err(HostError::over_quota)?,
+        Some(quota) => match quota.instance() {
+            Ok(permit) => permit,
+            Err(refused) => {
+                // Held (when the tenant floods) within the caller's deadline.
+                let hold = quota
+                    .refusal_hold()
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                if !hold.is_zero() {
+                    tokio::time::sleep(hold).await;
+                }
+                return Err(HostError::over_quota(refused));
+            }
+        },
         None => None,
     };
     // Wait for capacity, but not forever: a bounded queue, then 503.

@@ -61,6 +61,10 @@ where
     if let Some(quota) = &app.owner.quota
         && let Err(refused) = quota.admit_request()
     {
+        let hold = quota.refusal_hold();
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
         return HostError::over_quota(refused).into_response();
     }
     handle(app, client, request).await
