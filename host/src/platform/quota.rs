@@ -141,9 +141,21 @@ impl Quota {
         }
     }
 
-    /// How long to hold a refusal before answering it: nothing while the
-    /// tenant's refusals are few, [`REFUSAL_HOLD`] once its clients flood.
-    pub fn refusal_hold(&self) -> Duration {
+    /// Call before answering a refusal: returns at once while the tenant's
+    /// refusals are few, after [`REFUSAL_HOLD`] (not past `deadline`) once
+    /// its clients flood.
+    pub async fn hold_refusal(&self, deadline: Option<Instant>) {
+        let mut hold = self.refusal_hold();
+        if let Some(deadline) = deadline {
+            hold = hold.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
+    }
+
+    /// How long to hold the next refusal.
+    fn refusal_hold(&self) -> Duration {
         match self.prompt_refusals.check() {
             Ok(()) => Duration::ZERO,
             Err(_) => REFUSAL_HOLD,
@@ -235,15 +247,17 @@ impl Quota {
 mod tests {
     use super::*;
 
+    /// A tenant's quota at 1 ms epoch ticks.
+    fn limited(limits: TenantLimits) -> Quota {
+        Quota::new(&limits, Duration::from_millis(1))
+    }
+
     #[test]
     fn the_rate_allows_a_burst_then_says_how_long_to_wait() {
-        let quota = Quota::new(
-            &TenantLimits {
-                requests_per_second: Some(3),
-                ..TenantLimits::default()
-            },
-            Duration::from_millis(1),
-        );
+        let quota = limited(TenantLimits {
+            requests_per_second: Some(3),
+            ..TenantLimits::default()
+        });
         for _ in 0..3 {
             assert_eq!(quota.admit_request(), Ok(()));
         }
@@ -255,7 +269,7 @@ mod tests {
 
     #[test]
     fn refusals_are_answered_at_once_until_a_client_floods() {
-        let quota = Quota::new(&TenantLimits::default(), Duration::from_millis(1));
+        let quota = limited(TenantLimits::default());
         for _ in 0..PROMPT_REFUSALS_PER_SECOND.get() {
             assert_eq!(quota.refusal_hold(), Duration::ZERO);
         }
@@ -264,7 +278,7 @@ mod tests {
 
     #[test]
     fn memory_growth_is_charged_by_the_mib_in_ticks() {
-        let quota = Quota::new(&TenantLimits::default(), Duration::from_millis(1));
+        let quota = limited(TenantLimits::default());
         assert_eq!(quota.growth_ticks(0), 0);
         assert_eq!(quota.growth_ticks(1), 1);
         assert_eq!(quota.growth_ticks(8 << 20), 4);
@@ -275,13 +289,10 @@ mod tests {
     #[tokio::test]
     async fn growth_waits_for_the_budget_but_not_past_the_deadline() {
         // 100 millicores at 1 ms ticks: 100 ticks a second, bursts of 10.
-        let quota = Quota::new(
-            &TenantLimits {
-                cpu_millicores: Some(100),
-                ..TenantLimits::default()
-            },
-            Duration::from_millis(1),
-        );
+        let quota = limited(TenantLimits {
+            cpu_millicores: Some(100),
+            ..TenantLimits::default()
+        });
         let far = Instant::now() + Duration::from_secs(60);
         // 20 MiB is 10 ticks: the burst pays for it, then 10 more ticks
         // take about 100 ms to come.
@@ -307,13 +318,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_delivery_waits_for_an_instance_the_tenant_has_free() {
-        let quota = Quota::new(
-            &TenantLimits {
-                max_concurrency: Some(1),
-                ..TenantLimits::default()
-            },
-            Duration::from_millis(1),
-        );
+        let quota = limited(TenantLimits {
+            max_concurrency: Some(1),
+            ..TenantLimits::default()
+        });
         let held = quota.instance().expect("first").expect("counted");
         let mut waiting = std::pin::pin!(quota.wait_for_instance());
         assert!(
@@ -323,7 +331,7 @@ mod tests {
         drop(held);
         assert!(waiting.await.is_some());
         assert!(
-            Quota::new(&TenantLimits::default(), Duration::from_millis(1))
+            limited(TenantLimits::default())
                 .wait_for_instance()
                 .await
                 .is_none(),
@@ -333,13 +341,10 @@ mod tests {
 
     #[test]
     fn instances_are_counted_while_held() {
-        let quota = Quota::new(
-            &TenantLimits {
-                max_concurrency: Some(1),
-                ..TenantLimits::default()
-            },
-            Duration::from_millis(1),
-        );
+        let quota = limited(TenantLimits {
+            max_concurrency: Some(1),
+            ..TenantLimits::default()
+        });
         let held = quota.instance().expect("first");
         assert!(held.is_some());
         assert_eq!(quota.instance().err(), Some(Refused::Concurrency));
@@ -350,13 +355,10 @@ mod tests {
     #[test]
     fn the_cpu_budget_pauses_a_guest_once_spent() {
         // 100 millicores at 1 ms ticks: 100 ticks a second, bursts of 10.
-        let quota = Quota::new(
-            &TenantLimits {
-                cpu_millicores: Some(100),
-                ..TenantLimits::default()
-            },
-            Duration::from_millis(1),
-        );
+        let quota = limited(TenantLimits {
+            cpu_millicores: Some(100),
+            ..TenantLimits::default()
+        });
         for _ in 0..10 {
             assert_eq!(quota.cpu_tick(), None);
         }

@@ -43,13 +43,7 @@ pub(crate) async fn invoke(
         Some(quota) => match quota.instance() {
             Ok(permit) => permit,
             Err(refused) => {
-                // Held (when the tenant floods) within the caller's deadline.
-                let hold = quota
-                    .refusal_hold()
-                    .min(deadline.saturating_duration_since(Instant::now()));
-                if !hold.is_zero() {
-                    tokio::time::sleep(hold).await;
-                }
+                quota.hold_refusal(Some(deadline)).await;
                 return Err(HostError::over_quota(refused));
             }
         },

@@ -61,10 +61,7 @@ where
     if let Some(quota) = &app.owner.quota
         && let Err(refused) = quota.admit_request()
     {
-        let hold = quota.refusal_hold();
-        if !hold.is_zero() {
-            tokio::time::sleep(hold).await;
-        }
+        quota.hold_refusal(None).await;
         return HostError::over_quota(refused).into_response();
     }
     handle(app, client, request).await
