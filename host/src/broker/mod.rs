@@ -4,7 +4,9 @@
 //! - [`Broker::start`] spawns the supervisor: it connects, opens a publishing
 //!   channel in confirm mode and announces the [`Session`] on a watch channel;
 //!   when the connection drops it withdraws the session and reconnects with
-//!   exponential backoff (100 ms doubling to 5 s).
+//!   exponential backoff (100 ms doubling to 5 s). Connecting and closing
+//!   are bounded in time: a broker that is stopping or starting can take a
+//!   socket and never answer on it.
 //! - Consumers take their channels from further connections of the session,
 //!   at most [`CHANNELS_PER_CONNECTION`] each, opened as needed: a process
 //!   hosting thousands of tenants' consumers would otherwise run into the
@@ -23,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use futures::StreamExt as _;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -31,6 +34,14 @@ use tokio::sync::watch;
 
 /// How long a publish waits for the broker's confirmation.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting (TCP and the AMQP handshake) may take. A broker that
+/// is stopping or starting can accept a socket and never answer on it, and
+/// before the handshake ends no heartbeat watches the connection: unbounded,
+/// one such attempt would stall reconnecting for good.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening a channel, or closing a connection that is going away,
+/// may take.
+const CHANNEL_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -133,7 +144,7 @@ impl Session {
     /// A channel for a consumer, on a consumer connection with room (one is
     /// opened when none has; a connection that died is dropped from the set,
     /// so its consumers find a live one when they start over).
-    pub async fn consumer_channel(&self) -> Result<ChannelLease, lapin::Error> {
+    pub async fn consumer_channel(&self) -> anyhow::Result<ChannelLease> {
         use std::sync::atomic::Ordering;
         let mut consumers = self.consumers.lock().await;
         consumers.retain(|c| c.connection.status().connected());
@@ -144,8 +155,7 @@ impl Session {
             Some(index) => index,
             None => {
                 let name = format!("trellis consumers {}", consumers.len() + 1);
-                let properties = ConnectionProperties::default().with_connection_name(name.into());
-                let connection = Connection::connect(&self.url, properties).await?;
+                let connection = connect(&self.url, &name, CONNECT_TIMEOUT).await?;
                 consumers.push(ConsumerConnection {
                     connection: Arc::new(connection),
                     leased: Arc::default(),
@@ -154,7 +164,12 @@ impl Session {
             }
         };
         let chosen = &consumers[index];
-        let channel = chosen.connection.create_channel().await?;
+        let channel = bounded(
+            CHANNEL_TIMEOUT,
+            "opening a channel",
+            chosen.connection.create_channel(),
+        )
+        .await?;
         chosen.leased.fetch_add(1, Ordering::Relaxed);
         Ok(ChannelLease {
             channel,
@@ -167,11 +182,24 @@ impl Session {
         self.consumers.lock().await.len()
     }
 
-    /// Closes the consumer connections (the session is over).
-    async fn close_consumers(&self) {
+    /// Closes the session's connections (it is over), each within
+    /// [`CHANNEL_TIMEOUT`]: one that died half-way may never answer.
+    async fn close(&self) {
+        let reason = "reconnecting";
+        let _ = bounded(
+            CHANNEL_TIMEOUT,
+            reason,
+            self.connection.close(200, reason.into()),
+        )
+        .await;
         let consumers = std::mem::take(&mut *self.consumers.lock().await);
         for consumer in consumers {
-            let _ = consumer.connection.close(200, "reconnecting".into()).await;
+            let _ = bounded(
+                CHANNEL_TIMEOUT,
+                reason,
+                consumer.connection.close(200, reason.into()),
+            )
+            .await;
         }
     }
 
@@ -184,10 +212,13 @@ impl Session {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
-        let channel = self
-            .publisher()
-            .await
-            .map_err(|err| PublishError::Unavailable(err.to_string()))?;
+        let channel = bounded(
+            CHANNEL_TIMEOUT,
+            "opening the publishing channel",
+            self.publisher(),
+        )
+        .await
+        .map_err(|err| PublishError::Unavailable(format!("{err:#}")))?;
         Self::publish_on(&channel, exchange, routing_key, body, properties).await
     }
 
@@ -298,10 +329,16 @@ impl Broker {
             tracing::warn!(broker = %self.display, "not connected: queues and exchanges left in place");
             return deleted;
         };
-        let channel = match session.connection.create_channel().await {
+        let channel = match bounded(
+            CHANNEL_TIMEOUT,
+            "opening a channel",
+            session.connection.create_channel(),
+        )
+        .await
+        {
             Ok(channel) => channel,
             Err(err) => {
-                tracing::warn!(broker = %self.display, "cannot open a channel to delete queues: {err}");
+                tracing::warn!(broker = %self.display, "cannot delete queues: {err:#}");
                 return deleted;
             }
         };
@@ -329,7 +366,12 @@ impl Broker {
                 Err(err) => tracing::warn!(%exchange, "cannot delete exchange: {err}"),
             }
         }
-        let _ = channel.close(200, "done".into()).await;
+        let _ = bounded(
+            CHANNEL_TIMEOUT,
+            "closing",
+            channel.close(200, "done".into()),
+        )
+        .await;
         deleted
     }
 
@@ -408,10 +450,16 @@ async fn declare_all(connection: &Connection, specs: &[topology::QueueSpec], sho
     if specs.is_empty() {
         return;
     }
-    let channel = match connection.create_channel().await {
+    let channel = match bounded(
+        CHANNEL_TIMEOUT,
+        "opening a channel",
+        connection.create_channel(),
+    )
+    .await
+    {
         Ok(channel) => channel,
         Err(err) => {
-            tracing::warn!(broker = %shown, "cannot open a channel to declare queues: {err}");
+            tracing::warn!(broker = %shown, "cannot declare queues: {err:#}");
             return;
         }
     };
@@ -421,7 +469,12 @@ async fn declare_all(connection: &Connection, specs: &[topology::QueueSpec], sho
             return;
         }
     }
-    let _ = channel.close(200, "declared".into()).await;
+    let _ = bounded(
+        CHANNEL_TIMEOUT,
+        "closing",
+        channel.close(200, "declared".into()),
+    )
+    .await;
 }
 
 async fn supervise(
@@ -434,15 +487,14 @@ async fn supervise(
     let mut generation = 0;
     let mut failures = 0u32;
     loop {
-        let properties = ConnectionProperties::default().with_connection_name("trellis".into());
-        let connection = match Connection::connect(&url, properties).await {
+        let connection = match connect(&url, "trellis", CONNECT_TIMEOUT).await {
             Ok(ok) => ok,
             Err(err) => {
                 failures += 1;
                 // The first failure and then every tenth: a broker that stays
                 // down must not flood the log.
                 if failures == 1 || failures.is_multiple_of(10) {
-                    tracing::warn!(broker = %shown, attempts = failures, "cannot connect to the broker: {err}");
+                    tracing::warn!(broker = %shown, attempts = failures, "cannot connect to the broker: {err:#}");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -490,9 +542,27 @@ async fn supervise(
         };
         tx.send_replace(None);
         tracing::warn!(broker = %shown, "lost the broker connection ({reason}); reconnecting");
-        let _ = session.connection.close(200, "reconnecting".into()).await;
-        session.close_consumers().await;
+        // Closed aside: reconnecting waits for nothing the old session does.
+        tokio::spawn(async move { session.close().await });
         tokio::time::sleep(BACKOFF_MIN).await;
+    }
+}
+
+/// Connects to `url` (TCP and the AMQP handshake) within `limit`.
+async fn connect(url: &str, name: &str, limit: Duration) -> anyhow::Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    bounded(limit, "connecting", Connection::connect(url, properties)).await
+}
+
+/// `operation` within `limit`; past it, an error naming `what`.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    operation: impl Future<Output = Result<T, lapin::Error>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(limit, operation).await {
+        Ok(result) => result.with_context(|| what.to_string()),
+        Err(_) => anyhow::bail!("{what}: no answer within {limit:?}"),
     }
 }
 
@@ -518,7 +588,40 @@ fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use std::time::{Duration, Instant};
+
+    use super::{connect, redact};
+
+    /// A broker going down or coming up can take the socket and never
+    /// answer: connecting gives up instead of waiting for ever.
+    #[tokio::test]
+    async fn connecting_to_a_silent_listener_gives_up() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        // Accepts, holds the socket open, says nothing.
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let started = Instant::now();
+        let err = connect(
+            &format!("amqp://guest:guest@{address}/%2f"),
+            "test",
+            Duration::from_millis(300),
+        )
+        .await
+        .expect_err("a silent listener cannot be connected to");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(
+            err.to_string().contains("no answer within"),
+            "unexpected error: {err:#}"
+        );
+        silent.abort();
+    }
 
     #[test]
     fn passwords_are_masked() {
