@@ -2,10 +2,13 @@
 # The cost of tracing on GET /users/{id}: the same trellis, the same user
 # component and table, with the OTLP exporter off and on (sending every span
 # to a local sink that counts them). Metrics are on in both. Runs alternate,
-# off/on, ROUNDS times, so drift hits both alike.
+# off/on, ROUNDS times, so drift hits both alike; on this 2-core machine two
+# runs of the same build differ by up to 15%, so it takes six rounds for the
+# ratio to settle. Each run also prints the CPU time trellis (all of its
+# threads, the exporter's included) and the sink spent per request.
 #
-#   bench/observability.sh                 # 10 s per run, 3 rounds
-#   DURATION=20s ROUNDS=5 bench/observability.sh
+#   bench/observability.sh                 # 10 s per run, 6 rounds
+#   DURATION=20s ROUNDS=8 bench/observability.sh
 #   OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 bench/observability.sh
 #
 # The sink shares this machine's cores with trellis, Postgres and wrk, so its
@@ -16,7 +19,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 
 DURATION=${DURATION:-10s}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-6}
 USERS=${USERS:-1000}
 PORT=${PORT:-3821}
 SINK_PORT=${SINK_PORT:-3822}
@@ -36,34 +39,47 @@ psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB" >/
 
 user_app
 
-# An OTLP/HTTP sink: accepts every export, counts requests and bytes.
+# An OTLP/HTTP sink: accepts every export, counts requests and bytes (a GET
+# reads the counts). It stands in for a collector on another machine, so it
+# is kept as cheap as Python allows: one event loop, no HTTP framework (the
+# standard library's threading server cost 5x as much CPU per export).
 cat > "$work/sink.py" <<'PY'
-import http.server, sys, threading
+import asyncio, sys
 count = {"requests": 0, "bytes": 0}
-lock = threading.Lock()
-class Sink(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        n = int(self.headers.get("content-length", 0))
-        self.rfile.read(n)
-        with lock:
-            count["requests"] += 1
-            count["bytes"] += n
-        self.send_response(200)
-        self.send_header("content-type", self.headers.get("content-type", "application/x-protobuf"))
-        self.send_header("content-length", "0")
-        self.end_headers()
-    def do_GET(self):
-        body = f'{count["requests"]} {count["bytes"]}\n'.encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
+async def serve(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method = head.split(b" ", 1)[0]
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if length:
+                await reader.readexactly(length)
+            if method == b"POST":
+                count["requests"] += 1
+                count["bytes"] += length
+                body = b""
+            else:
+                body = f'{count["requests"]} {count["bytes"]}\n'.encode()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
         pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+    finally:
+        writer.close()
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]), limit=1 << 20)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
 PY
 python3 "$work/sink.py" "$SINK_PORT" &
-pids+=($!)
+sink_pid=$!
+pids+=("$sink_pid")
 wait_for "http://127.0.0.1:$SINK_PORT/"
 
 start() { # extra args...
@@ -83,21 +99,29 @@ cat > "$work/random.lua" <<LUA
 math.randomseed(os.time())
 request = function() return wrk.format("GET", "/users/" .. math.random(1, $USERS)) end
 LUA
+# rps p50 p99, then the CPU time per request of trellis (all its threads,
+# the exporter's included) and of the sink, in microseconds.
 run() {
   wrk -t1 -c32 -d2s -s "$work/random.lua" "http://127.0.0.1:$PORT" >/dev/null
-  wrk -t1 -c32 -d"$DURATION" --latency -s "$work/random.lua" "http://127.0.0.1:$PORT" | parse
+  local before after figures
+  before="$(ticks_of "$trellis_pid") $(ticks_of "$sink_pid") $(date +%s.%N)"
+  figures=$(wrk -t1 -c32 -d"$DURATION" --latency -s "$work/random.lua" "http://127.0.0.1:$PORT" | parse)
+  after="$(ticks_of "$trellis_pid") $(ticks_of "$sink_pid") $(date +%s.%N)"
+  echo "$figures $before $after" | awk -v hz="$(getconf CLK_TCK)" '{
+    requests = $1 * ($9 - $6)
+    printf "%s %s %s %.0f %.0f\n", $1, $2, $3, ($7 - $4) / hz * 1e6 / requests, ($8 - $5) / hz * 1e6 / requests }'
 }
 
 echo
 echo "GET /users/{id}, $USERS users, wrk -t1 -c32, $DURATION per run, $ROUNDS rounds"
 echo "sampler: ${OTEL_TRACES_SAMPLER:-parentbased_always_on (default)} ${OTEL_TRACES_SAMPLER_ARG:-}"
-printf '%-10s %8s %12s %10s %10s\n' exporter round requests/s p50 p99
+printf '%-10s %6s %11s %9s %9s %16s %13s\n' exporter round requests/s p50 p99 "trellis CPU/req" "sink CPU/req"
 off_total=0; on_total=0
 measure() { # off|on round
   if [ "$1" = on ]; then start --otlp-endpoint "http://127.0.0.1:$SINK_PORT"; else start; fi
-  read -r rps p50 p99 <<<"$(run)"
+  read -r rps p50 p99 cpu sink_cpu <<<"$(run)"
   stop
-  printf '%-10s %8s %12s %10s %10s\n' "$1" "$2" "$rps" "$p50" "$p99"
+  printf '%-10s %6s %11s %9s %9s %13s us %10s us\n' "$1" "$2" "$rps" "$p50" "$p99" "$cpu" "$sink_cpu"
   if [ "$1" = on ]; then
     on_total=$(awk -v a="$on_total" -v b="$rps" 'BEGIN {print a + b}')
   else
