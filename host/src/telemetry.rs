@@ -2,9 +2,10 @@
 //!
 //! Logs go to stderr, as text or JSON lines; each line carries the fields
 //! of the spans it happened in (the request's tenant, app, component and
-//! trace id). Traces are `tracing` spans, exported over OTLP/HTTP when an
-//! endpoint is configured (`--otlp-endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`)
-//! and not at all otherwise. W3C trace context travels in `traceparent`:
+//! trace id). Traces are `tracing` spans, exported over OTLP/HTTP (or HTTPS,
+//! trusting the system's CAs and `--otlp-ca-file`) when an endpoint is
+//! configured (`--otlp-endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`) and not at
+//! all otherwise. W3C trace context travels in `traceparent`:
 //! taken from inbound requests and deliveries, and, while exporting,
 //! rewritten on what the host passes on (to guests, to callees, to the
 //! broker) so that each hop is a child of the span that made it.
@@ -58,6 +59,10 @@ pub struct TelemetryArgs {
         default_value = "http/protobuf"
     )]
     pub otlp_protocol: OtlpProtocol,
+    /// CA certificates (PEM) to trust for an `https://` collector, besides
+    /// the system's: for a collector whose certificate a private CA signed.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    pub otlp_ca_file: Option<std::path::PathBuf>,
     /// `service.name` of exported spans.
     #[arg(
         long,
@@ -150,21 +155,19 @@ pub fn init(args: &TelemetryArgs) -> Result<Telemetry> {
 }
 
 fn provider(endpoint: &str, args: &TelemetryArgs) -> Result<SdkTracerProvider> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+    use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
     let protocol = match args.otlp_protocol {
         OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
         OtlpProtocol::HttpJson => Protocol::HttpJson,
     };
-    // The exporter's HTTP client is built without TLS: say so now rather
-    // than lose every span at export time.
-    if !endpoint.starts_with("http://") {
-        anyhow::bail!(
-            "--otlp-endpoint {endpoint}: only http:// collectors are supported (export to a local agent or collector)"
-        );
+    // Said now rather than with every export failing later.
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        anyhow::bail!("--otlp-endpoint {endpoint}: not an http:// or https:// URL");
     }
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(http_client(args)?)
         .with_protocol(protocol)
         .with_endpoint(url.clone())
         .build()
@@ -176,6 +179,33 @@ fn provider(endpoint: &str, args: &TelemetryArgs) -> Result<SdkTracerProvider> {
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+/// How long one export may take before the batch is dropped.
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The exporter's HTTP client: TLS by rustls on ring, trusting the system's
+/// roots and the certificates of `--otlp-ca-file`. A blocking client, for
+/// the exporter's own thread; built before the async runtime starts.
+fn http_client(args: &TelemetryArgs) -> Result<reqwest::blocking::Client> {
+    // The process-wide provider reqwest's TLS takes; already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::blocking::Client::builder().timeout(EXPORT_TIMEOUT);
+    if let Some(path) = &args.otlp_ca_file {
+        let flag = format!("--otlp-ca-file {}", path.display());
+        let pem = std::fs::read(path).with_context(|| format!("{flag}: cannot read it"))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{flag}: not PEM certificates"))?;
+        if certificates.is_empty() {
+            anyhow::bail!("{flag}: no PEM certificate in it");
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .context("building the span exporter's HTTP client")
 }
 
 /// Whether spans are exported.

@@ -146,22 +146,26 @@ command = "echo 'error[E0425]: cannot find value' >&2; exit 3"
 }
 
 #[test]
-fn an_otlp_endpoint_the_exporter_cannot_reach_is_refused_at_start() {
+fn an_otlp_endpoint_or_ca_file_the_exporter_cannot_use_is_refused_at_start() {
     let app = AppDir::new("spin_manifest_version = 2\n[application]\nname = \"x\"\n");
-    let (status, _, stderr) = run_trellis(
-        &[
-            "up",
-            "-f",
-            "spin.toml",
-            "--listen",
-            "127.0.0.1:0",
-            "--otlp-endpoint",
-            "https://collector.example.com:4318",
-        ],
-        app.path(),
-    );
-    assert!(!status.success());
-    let line = error_line(&stderr);
+    let up = |extra: &[&str]| {
+        let mut args = vec!["up", "-f", "spin.toml", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let (status, _, stderr) = run_trellis(&args, app.path());
+        assert!(!status.success(), "{extra:?} accepted");
+        error_line(&stderr).to_string()
+    };
+
+    let line = up(&["--otlp-endpoint", "grpc://collector.example.com:4317"]);
     assert!(line.contains("--otlp-endpoint"), "{line}");
-    assert!(line.contains("only http://"), "{line}");
+    assert!(line.contains("not an http:// or https:// URL"), "{line}");
+
+    let https = ["--otlp-endpoint", "https://collector.example.com:4318"];
+    let line = up(&[&https[..], &["--otlp-ca-file", "missing-ca.pem"]].concat());
+    assert!(line.contains("--otlp-ca-file missing-ca.pem"), "{line}");
+    assert!(line.contains("cannot read it"), "{line}");
+
+    std::fs::write(app.path().join("not-pem.pem"), "no certificate here").expect("write");
+    let line = up(&[&https[..], &["--otlp-ca-file", "not-pem.pem"]].concat());
+    assert!(line.contains("--otlp-ca-file not-pem.pem"), "{line}");
 }

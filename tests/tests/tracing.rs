@@ -4,11 +4,12 @@
 //! correctly parented across HTTP, the outbox, the broker and back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use trellis_tests::{Shop, TestBroker, TestDatabase};
+use trellis_tests::{AppDir, Shop, TestBroker, TestDatabase, Trellis, UpOptions, client};
 
 /// One exported span, as the test needs it.
 #[derive(Debug, Clone)]
@@ -28,15 +29,25 @@ const CONSUMER: i64 = 5;
 
 /// An OTLP/HTTP receiver (`POST /v1/traces`, JSON) keeping every span.
 async fn receiver() -> (u16, Arc<Mutex<Vec<Span>>>) {
+    let (port, spans, _) = receiver_with(None).await;
+    (port, spans)
+}
+
+/// [`receiver`], behind TLS when `tls` is given; also counts the TLS
+/// handshakes that failed.
+async fn receiver_with(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (u16, Arc<Mutex<Vec<Span>>>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let spans = Arc::new(Mutex::new(Vec::new()));
-    let kept = spans.clone();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (kept, refusals) = (spans.clone(), refused.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let kept = kept.clone();
+            let (kept, refusals, tls) = (kept.clone(), refusals.clone(), tls.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |request: hyper::Request<hyper::body::Incoming>| {
@@ -56,13 +67,28 @@ async fn receiver() -> (u16, Arc<Mutex<Vec<Span>>>) {
                         }
                     },
                 );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = http
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => {
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Err(_) => {
+                            refusals.fetch_add(1, Ordering::SeqCst);
+                        }
+                    },
+                }
             });
         }
     });
-    (port, spans)
+    (port, spans, refused)
 }
 
 fn spans_of(export: &Value) -> Vec<Span> {
@@ -258,5 +284,188 @@ async fn one_order_is_one_trace_from_post_to_paid() {
     assert!(
         statements.iter().any(|q| q.contains("UPDATE orders")),
         "{statements:#?}"
+    );
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1, made with the
+/// openssl CLI: `ca.pem`, `server.pem` and `server.key` in the directory.
+fn certificates() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(
+        dir.path().join("server.ext"),
+        "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n\
+         extendedKeyUsage = serverAuth\n",
+    )
+    .expect("write the extensions");
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=trellis test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    ];
+    for args in steps {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    dir
+}
+
+/// TLS for the receiver, with the certificate the CA signed.
+fn acceptor(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificates");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server certificate");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// The hello guest alone, exporting to `endpoint` with `extra` arguments.
+fn hello_exporting_to(endpoint: &str, extra: &[&str]) -> (AppDir, Trellis) {
+    let app = AppDir::new(
+        r#"
+spin_manifest_version = 2
+[application]
+name = "tls"
+[[trigger.http]]
+route = "/hello"
+component = "hello"
+[component.hello]
+source = "{hello}"
+"#,
+    );
+    let mut args = vec!["--otlp-endpoint", endpoint, "--otlp-protocol", "http/json"];
+    args.extend_from_slice(extra);
+    let trellis = Trellis::up_with(
+        &app.manifest(),
+        UpOptions {
+            args,
+            env: vec![("OTEL_BSP_SCHEDULE_DELAY", "100")],
+            ..UpOptions::default()
+        },
+    );
+    (app, trellis)
+}
+
+#[tokio::test]
+async fn spans_reach_an_https_collector_whose_ca_is_given_and_no_other() {
+    let certificates = certificates();
+    let (port, spans, refused) = receiver_with(Some(acceptor(certificates.path()))).await;
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let ca = certificates.path().join("ca.pem");
+
+    // Trusting the CA: the request's span arrives, over TLS.
+    let (_app, trusting) =
+        hello_exporting_to(&endpoint, &["--otlp-ca-file", ca.to_str().expect("path")]);
+    let reply = client()
+        .get(trusting.url("/hello"))
+        .send()
+        .await
+        .expect("GET /hello");
+    assert_eq!(reply.status(), 200);
+    let started = Instant::now();
+    loop {
+        let arrived = spans.lock().expect("spans").iter().any(|s| {
+            s.kind == SERVER && s.attributes.get("url.path").map(String::as_str) == Some("/hello")
+        });
+        if arrived {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no span over TLS within 10 s (handshakes refused: {}):\n{}",
+            refused.load(Ordering::SeqCst),
+            trusting.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(refused.load(Ordering::SeqCst), 0, "a handshake failed");
+    drop(trusting);
+
+    // Not trusting it (the system's roots only): the exporter refuses the
+    // receiver's certificate, and sends it nothing.
+    let before = spans.lock().expect("spans").len();
+    let (_app, distrusting) = hello_exporting_to(&endpoint, &[]);
+    let reply = client()
+        .get(distrusting.url("/hello"))
+        .send()
+        .await
+        .expect("GET /hello");
+    assert_eq!(reply.status(), 200);
+    let started = Instant::now();
+    while refused.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the exporter did not try to connect within 10 s:\n{}",
+            distrusting.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        spans.lock().expect("spans").len(),
+        before,
+        "spans sent to an untrusted collector"
     );
 }
