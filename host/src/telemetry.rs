@@ -11,6 +11,7 @@
 //! broker) so that each hop is a child of the span that made it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -176,13 +177,13 @@ fn provider(endpoint: &str, args: &TelemetryArgs) -> Result<SdkTracerProvider> {
         .with_service_name(args.service_name.clone())
         .build();
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(Reporting::new(exporter, endpoint))
         .with_resource(resource)
         .build())
 }
 
 /// How long one export may take before the batch is dropped.
-const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The exporter's HTTP client: TLS by rustls on ring, trusting the system's
 /// roots and the certificates of `--otlp-ca-file`. A blocking client, for
@@ -206,6 +207,134 @@ fn http_client(args: &TelemetryArgs) -> Result<reqwest::blocking::Client> {
     builder
         .build()
         .context("building the span exporter's HTTP client")
+}
+
+/// How often a collector that keeps failing is reported again.
+const FAILURE_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The OTLP exporter, saying when exporting fails (the SDK, built without
+/// its internal logs, would drop the batch without a word): the first
+/// failure, then at most one line a minute counting what was lost, and a
+/// line once it works again.
+#[derive(Debug)]
+struct Reporting<E> {
+    inner: E,
+    endpoint: String,
+    failures: std::sync::Mutex<Failures>,
+}
+
+impl<E> Reporting<E> {
+    fn new(inner: E, endpoint: &str) -> Self {
+        Self {
+            inner,
+            endpoint: endpoint.to_owned(),
+            failures: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Reporting<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        let report = self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(result.as_ref().err(), spans, Instant::now());
+        match report {
+            Some(Report::Failing {
+                error,
+                batches,
+                spans,
+            }) => tracing::warn!(
+                collector = %self.endpoint, batches, spans,
+                "exporting spans failed; they are dropped: {error}"
+            ),
+            Some(Report::Recovered { batches, spans }) => tracing::info!(
+                collector = %self.endpoint, batches, spans,
+                "exporting spans again (batches and spans dropped meanwhile)"
+            ),
+            None => {}
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Exports that failed since the last success.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Dropped since the last success.
+    batches: u64,
+    spans: u64,
+    /// When a failure was last reported.
+    reported: Option<Instant>,
+}
+
+/// What to say about an export.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// Failing; `batches` and `spans` dropped since the last success.
+    Failing {
+        error: String,
+        batches: u64,
+        spans: u64,
+    },
+    /// Working again after dropping `batches` and `spans`.
+    Recovered { batches: u64, spans: u64 },
+}
+
+impl Failures {
+    /// Counts one export of `spans` (failed with `error`, or not) at `now`,
+    /// and says what is worth a log line.
+    fn note(
+        &mut self,
+        error: Option<&impl std::fmt::Display>,
+        spans: u64,
+        now: Instant,
+    ) -> Option<Report> {
+        let Some(error) = error else {
+            if self.batches == 0 {
+                return None;
+            }
+            let report = Report::Recovered {
+                batches: self.batches,
+                spans: self.spans,
+            };
+            *self = Self::default();
+            return Some(report);
+        };
+        self.batches += 1;
+        self.spans += spans;
+        let due = self
+            .reported
+            .is_none_or(|at| now.duration_since(at) >= FAILURE_REPORT_INTERVAL);
+        due.then(|| {
+            self.reported = Some(now);
+            Report::Failing {
+                error: error.to_string(),
+                batches: self.batches,
+                spans: self.spans,
+            }
+        })
+    }
 }
 
 /// Whether spans are exported.
@@ -321,6 +450,51 @@ impl Injector for PairsInjector<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_failures_are_reported_first_then_once_a_minute_then_on_recovery() {
+        let mut failures = Failures::default();
+        let t0 = Instant::now();
+        let refused = "connection refused";
+        assert_eq!(failures.note(None::<&String>, 512, t0), None);
+        assert_eq!(
+            failures.note(Some(&refused), 512, t0),
+            Some(Report::Failing {
+                error: refused.into(),
+                batches: 1,
+                spans: 512
+            })
+        );
+        // Within the minute: counted, not said.
+        assert_eq!(
+            failures.note(Some(&refused), 100, t0 + Duration::from_secs(59)),
+            None
+        );
+        assert_eq!(
+            failures.note(Some(&refused), 10, t0 + Duration::from_secs(60)),
+            Some(Report::Failing {
+                error: refused.into(),
+                batches: 3,
+                spans: 622
+            })
+        );
+        assert_eq!(
+            failures.note(None::<&String>, 512, t0 + Duration::from_secs(61)),
+            Some(Report::Recovered {
+                batches: 3,
+                spans: 622
+            })
+        );
+        // A new outage is reported at once, counted afresh.
+        assert_eq!(
+            failures.note(Some(&refused), 7, t0 + Duration::from_secs(62)),
+            Some(Report::Failing {
+                error: refused.into(),
+                batches: 1,
+                spans: 7
+            })
+        );
+    }
 
     #[test]
     fn trace_ids_are_read_from_well_formed_traceparents_only() {

@@ -468,4 +468,15 @@ async fn spans_reach_an_https_collector_whose_ca_is_given_and_no_other() {
         before,
         "spans sent to an untrusted collector"
     );
+    // And says so, rather than dropping them without a word (after its
+    // retries; waited for without blocking the receiver's runtime).
+    let started = Instant::now();
+    while !distrusting.logs().contains("exporting spans failed") {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no export failure logged within 15 s:\n{}",
+            distrusting.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
