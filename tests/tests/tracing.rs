@@ -382,8 +382,9 @@ fn acceptor(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
-/// The hello guest alone, exporting to `endpoint` with `extra` arguments.
-fn hello_exporting_to(endpoint: &str, extra: &[&str]) -> (AppDir, Trellis) {
+/// The hello guest alone, exporting to `endpoint` with `extra` arguments,
+/// once it has served one `GET /hello` (so there is a span to export).
+async fn hello_exporting_to(endpoint: &str, extra: &[&str]) -> (AppDir, Trellis) {
     let app = AppDir::new(
         r#"
 spin_manifest_version = 2
@@ -406,6 +407,12 @@ source = "{hello}"
             ..UpOptions::default()
         },
     );
+    let reply = client()
+        .get(trellis.url("/hello"))
+        .send()
+        .await
+        .expect("GET /hello");
+    assert_eq!(reply.status(), 200);
     (app, trellis)
 }
 
@@ -418,13 +425,7 @@ async fn spans_reach_an_https_collector_whose_ca_is_given_and_no_other() {
 
     // Trusting the CA: the request's span arrives, over TLS.
     let (_app, trusting) =
-        hello_exporting_to(&endpoint, &["--otlp-ca-file", ca.to_str().expect("path")]);
-    let reply = client()
-        .get(trusting.url("/hello"))
-        .send()
-        .await
-        .expect("GET /hello");
-    assert_eq!(reply.status(), 200);
+        hello_exporting_to(&endpoint, &["--otlp-ca-file", ca.to_str().expect("path")]).await;
     let started = Instant::now();
     loop {
         let arrived = spans.lock().expect("spans").iter().any(|s| {
@@ -447,13 +448,7 @@ async fn spans_reach_an_https_collector_whose_ca_is_given_and_no_other() {
     // Not trusting it (the system's roots only): the exporter refuses the
     // receiver's certificate, and sends it nothing.
     let before = spans.lock().expect("spans").len();
-    let (_app, distrusting) = hello_exporting_to(&endpoint, &[]);
-    let reply = client()
-        .get(distrusting.url("/hello"))
-        .send()
-        .await
-        .expect("GET /hello");
-    assert_eq!(reply.status(), 200);
+    let (_app, distrusting) = hello_exporting_to(&endpoint, &[]).await;
     let started = Instant::now();
     while refused.load(Ordering::SeqCst) == 0 {
         assert!(
