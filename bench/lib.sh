@@ -99,8 +99,10 @@ source = "$PWD/target/wasm32-wasip2/release/user.wasm"
 [component.user.variables]
 db_url = "postgres://trellis.internal/users"
 [component.user.tool.trellis.databases.users]
-migrations = "$PWD/components/user/migrations"
+migrations = "migrations"
 TOML
+  # A manifest names only files inside its directory.
+  rm -rf "$work/migrations" && cp -r components/user/migrations "$work/migrations"
 }
 
 # Creates $USERS users through the server at $1.

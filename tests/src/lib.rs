@@ -2,6 +2,8 @@
 //! `build.rs`, throw-away app directories with their own `spin.toml`, and the
 //! real `trellis` binary started on port 0.
 
+pub mod platform;
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -593,21 +595,22 @@ pub fn workspace_root() -> PathBuf {
 ///
 /// - `source = "target/wasm32-wasip2/release/<x>.wasm"` becomes the absolute
 ///   path of [`guest`]`("<x>")` (panics if that guest was not built);
-/// - a relative `migrations = "<dir>"` becomes `<workspace root>/<dir>`, and
-///   so does `openapi = "<file>"`;
+/// - `migrations` and `openapi` stay relative: a manifest names only files
+///   inside its directory, and [`shop_app`] copies them there;
 /// - `[component.<id>.build]` tables are dropped (nothing is built here).
 ///
 /// Everything else (routes, triggers, variables, tool tables) is kept as it is,
 /// so the tests follow the real manifest. Write it with [`AppDir::new`].
 pub fn shop_manifest() -> String {
-    shop_manifest_text(true)
+    shop_manifest_text()
 }
 
-/// The shop as an app directory to deploy with `trellis deploy`: its
-/// `spin.toml` as [`shop_manifest`] has it, except that migrations stay
-/// relative and are copied in, as a team's app directory would hold them.
+/// The shop as an app directory, to run with `trellis up` or deploy with
+/// `trellis deploy`: its `spin.toml` as [`shop_manifest`] has it, with the
+/// migrations and the OpenAPI document copied in, as a team's app directory
+/// would hold them.
 pub fn shop_app() -> AppDir {
-    let app = AppDir::new(&shop_manifest_text(false));
+    let app = AppDir::new(&shop_manifest_text());
     let root = workspace_root();
     for component in ["user", "order", "payment"] {
         let from = root.join("components").join(component).join("migrations");
@@ -627,7 +630,7 @@ pub fn shop_app() -> AppDir {
     app
 }
 
-fn shop_manifest_text(absolute_migrations: bool) -> String {
+fn shop_manifest_text() -> String {
     let root = workspace_root();
     let path = root.join("spin.toml");
     let text =
@@ -653,25 +656,6 @@ fn shop_manifest_text(absolute_migrations: bool) -> String {
                 .and_then(|v| v.strip_suffix(".wasm"))
         {
             out.push_str(&format!("source = {}\n", toml_quote(&guest(name))));
-            continue;
-        }
-        if let Some(value) = toml_string_value(trimmed, "openapi")
-            && absolute_migrations
-        {
-            out.push_str(&format!("openapi = {}\n", toml_quote(&root.join(value))));
-            continue;
-        }
-        if let Some(value) = toml_string_value(trimmed, "migrations")
-            && absolute_migrations
-            && Path::new(value).is_relative()
-        {
-            let dir = root.join(value);
-            assert!(
-                dir.is_dir(),
-                "migrations directory {} is missing",
-                dir.display()
-            );
-            out.push_str(&format!("migrations = {}\n", toml_quote(&dir)));
             continue;
         }
         out.push_str(line);
@@ -738,7 +722,7 @@ impl Shop {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let app = AppDir::new(&shop_manifest());
+        let app = shop_app();
         let mut args = vec![
             "--database-url",
             db.url.as_str(),

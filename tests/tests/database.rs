@@ -628,8 +628,17 @@ async fn components_cannot_reach_each_others_databases() {
 
 /// An app whose component `a` has the managed database `data` with two
 /// migrations: 0001 creates `seeded`, 0002 inserts one row into it.
-fn migrating_app(db: &TestDb, migrations: &tempfile::TempDir) -> AppDir {
-    let write = |name: &str, sql: &str| std::fs::write(migrations.path().join(name), sql).unwrap();
+fn migrating_app(db: &TestDb) -> AppDir {
+    let app = manifest(
+        &db.app,
+        &[(
+            "a",
+            "[component.a.tool.trellis.databases.data]\nmigrations = \"migrations\"\n",
+        )],
+    );
+    let migrations = app.path().join("migrations");
+    std::fs::create_dir_all(&migrations).expect("migrations dir");
+    let write = |name: &str, sql: &str| std::fs::write(migrations.join(name), sql).unwrap();
     write(
         "0001_create.sql",
         "CREATE TABLE seeded (v text NOT NULL);\n",
@@ -638,11 +647,7 @@ fn migrating_app(db: &TestDb, migrations: &tempfile::TempDir) -> AppDir {
         "0002_seed.sql",
         "INSERT INTO seeded VALUES ('only once');\n",
     );
-    let extra = format!(
-        "[component.a.tool.trellis.databases.data]\nmigrations = \"{}\"\n",
-        migrations.path().display()
-    );
-    manifest(&db.app, &[("a", &extra)])
+    app
 }
 
 /// Starts two hosts of `app` at the same time.
@@ -663,8 +668,7 @@ async fn migrations_are_applied_once_by_hosts_starting_together() {
     // The database exists: this test is about the migrations (creating the
     // database together is `hosts_starting_together_create_the_database_once`).
     psql("postgres", &format!("CREATE DATABASE \"{}\"", db.name));
-    let migrations = tempfile::tempdir().expect("temp dir");
-    let app = migrating_app(&db, &migrations);
+    let app = migrating_app(&db);
 
     let (first, second) = up_together(&db, &app);
     for trellis in [&first, &second] {
@@ -701,8 +705,7 @@ async fn migrations_are_applied_once_by_hosts_starting_together() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hosts_starting_together_create_the_database_once() {
     let db = TestDb::new("create");
-    let migrations = tempfile::tempdir().expect("temp dir");
-    let app = migrating_app(&db, &migrations);
+    let app = migrating_app(&db);
 
     let (first, second) = up_together(&db, &app);
     for trellis in [&first, &second] {

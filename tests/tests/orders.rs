@@ -306,6 +306,7 @@ fn allow(reply: &Reply) -> BTreeSet<String> {
 #[test]
 fn the_shop_manifest_runs_the_built_guests() {
     let manifest = trellis_tests::shop_manifest();
+    let app = trellis_tests::shop_app();
     assert!(
         !manifest.contains("target/wasm32-wasip2/release/"),
         "{manifest}"
@@ -318,8 +319,8 @@ fn the_shop_manifest_runs_the_built_guests() {
     for line in manifest.lines().map(str::trim) {
         if let Some(value) = line.strip_prefix("migrations = \"") {
             let dir = value.trim_end_matches('"');
-            assert!(std::path::Path::new(dir).is_absolute(), "{line}");
-            assert!(std::path::Path::new(dir).is_dir(), "{line}");
+            assert!(std::path::Path::new(dir).is_relative(), "{line}");
+            assert!(app.path().join(dir).is_dir(), "{line}");
         }
     }
 }

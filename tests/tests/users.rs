@@ -35,7 +35,7 @@ source = "{user}"
 db_url = "postgres://trellis.internal/users"
 
 [component.user.tool.trellis.databases.users]
-migrations = "{migrations}"
+migrations = "migrations"
 "#;
 
 /// A running user service and a client for it.
@@ -49,9 +49,16 @@ struct Service {
 
 impl Service {
     fn start() -> Self {
-        let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/../components/user/migrations");
-        let migrations = std::fs::canonicalize(migrations).expect("components/user/migrations");
-        let app = AppDir::new(&MANIFEST.replace("{migrations}", &migrations.display().to_string()));
+        // Paths a manifest names stay inside its directory: the user
+        // service's migrations are copied beside it.
+        let app = AppDir::new(MANIFEST);
+        let from = concat!(env!("CARGO_MANIFEST_DIR"), "/../components/user/migrations");
+        let to = app.path().join("migrations");
+        std::fs::create_dir_all(&to).expect("migrations dir");
+        for entry in std::fs::read_dir(from).expect("components/user/migrations") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy migration");
+        }
         let db = TestDatabase::new("users");
         let trellis = Trellis::up_with(
             &app.manifest(),
