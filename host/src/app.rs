@@ -57,6 +57,8 @@ pub struct Runtime {
     /// The one listener that wakes every outbox relay.
     pub(crate) outbox_wakeups: Arc<crate::outbox::Wakeups>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where components' connections may go.
+    pub egress: Arc<crate::egress::Egress>,
     _ticker: EpochTicker,
 }
 
@@ -69,7 +71,9 @@ impl Runtime {
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         let databases = Databases::new(config.database.clone())?;
         let outbox_wakeups = crate::outbox::Wakeups::new(databases.admin.clone());
+        let egress = Arc::new(platform_egress(&config, &databases.admin));
         Ok(Arc::new(Self {
+            egress,
             outbox_wakeups,
             metrics: Arc::default(),
             databases,
@@ -84,6 +88,57 @@ impl Runtime {
             _ticker: ticker,
         }))
     }
+}
+
+/// The egress policy of `config`; when guarded, the platform's database
+/// server and broker are denied by every address their names resolve to.
+fn platform_egress(
+    config: &RuntimeConfig,
+    admin: &sqlx::postgres::PgConnectOptions,
+) -> crate::egress::Egress {
+    use std::net::ToSocketAddrs as _;
+    let settings = &config.egress;
+    if !settings.guarded {
+        return crate::egress::Egress::open();
+    }
+    let egress = crate::egress::Egress::guarded(settings.allow.clone(), settings.deny.clone());
+    let mut servers = Vec::new();
+    let db_port = admin.get_port();
+    if admin.get_socket().is_some() || admin.get_host().starts_with('/') {
+        // A socket's server most likely listens on loopback too.
+        servers.push((
+            "localhost".to_owned(),
+            db_port,
+            "the platform's database server",
+        ));
+    } else {
+        servers.push((
+            admin.get_host().to_owned(),
+            db_port,
+            "the platform's database server",
+        ));
+    }
+    if let Ok(url) = url::Url::parse(&config.amqp_url)
+        && let Some(host) = url.host_str()
+    {
+        let port = url
+            .port()
+            .unwrap_or(if url.scheme() == "amqps" { 5671 } else { 5672 });
+        servers.push((host.to_owned(), port, "the platform's broker"));
+    }
+    for (host, port, what) in servers {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        match (host.as_str(), port).to_socket_addrs() {
+            Ok(addrs) => addrs.for_each(|addr| egress.deny_platform(addr, what)),
+            Err(err) => {
+                tracing::warn!("cannot resolve {what} ({host}:{port}) to deny it to tenants: {err}")
+            }
+        }
+    }
+    egress
 }
 
 /// Whose app an [`App`] is. `trellis up` runs one app that belongs to nobody;
@@ -316,7 +371,7 @@ impl App {
                 component: String::new(),
             },
         );
-        let http_client = HttpClient::new(calls)?;
+        let http_client = HttpClient::new(calls, runtime.egress.clone())?;
         Ok(Arc::new_cyclic(|this| App {
             name: manifest.application.name.clone(),
             owner,
@@ -698,8 +753,8 @@ async fn load_component(
         .into_iter()
         .map(|db| Outbox {
             component: component.id.clone(),
-            schema: db.schema,
-            options: db.options,
+            schema: db.outbox_schema(),
+            options: runtime.databases.admin.clone(),
             messaging: messaging.clone(),
         })
         .collect();
@@ -707,18 +762,26 @@ async fn load_component(
         databases: runtime.databases.clone(),
         managed,
         allowed: allowed_hosts.clone(),
+        egress: runtime.egress.clone(),
+        owner: format!(
+            "{}/{}",
+            owner.tenant.as_deref().unwrap_or_default(),
+            manifest.application.name
+        )
+        .into(),
     });
 
     let mut files = Vec::new();
     for mount in &component.files {
-        if !mount.source.is_dir() {
+        let source = manifest::inside_app_dir(&manifest.dir, &mount.source, "files")?;
+        if !source.is_dir() {
             bail!(
                 "files: `{}` is not a directory (trellis mounts directories read-only)",
                 mount.source.display()
             );
         }
         files.push(Mount {
-            host_path: mount.source.clone(),
+            host_path: source,
             guest_path: mount.destination.clone(),
         });
     }
@@ -789,13 +852,14 @@ async fn provision_databases(
         .await
         .with_context(|| format!("provisioning managed database `{name}`"))?;
         if settings.outbox {
-            crate::outbox::create(&db)
+            crate::outbox::create(&databases.admin, &db)
                 .await
                 .with_context(|| format!("creating the outbox of managed database `{name}`"))?;
         }
         if let Some(dir) = &settings.migrations {
-            let migrations = database::managed::read_migrations(dir)?;
-            let applied = database::managed::migrate(&db, &migrations)
+            let dir = manifest::inside_app_dir(&manifest.dir, dir, "migrations")?;
+            let migrations = database::managed::read_migrations(&dir)?;
+            let applied = database::managed::migrate(&databases.admin, &db, &migrations)
                 .await
                 .with_context(|| format!("migrating managed database `{name}`"))?;
             tracing::info!(

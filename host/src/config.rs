@@ -47,6 +47,19 @@ pub struct RuntimeConfig {
     /// Timeouts, retries and breakers of components' calls, unless an app's
     /// `[application.tool.trellis.calls."<target>"]` says otherwise.
     pub calls: CallPolicy,
+    /// Where components' connections may go, by address (see [`crate::egress`]).
+    pub egress: EgressConfig,
+}
+
+/// The egress policy's settings.
+#[derive(Debug, Clone, Default)]
+pub struct EgressConfig {
+    /// Check every address a component connects to (`trellis serve`).
+    pub guarded: bool,
+    /// Networks tenants may reach although they are special (loopback, say).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Networks tenants may never reach.
+    pub deny: Vec<ipnet::IpNet>,
 }
 
 /// The local RabbitMQ with its default account.
@@ -69,6 +82,7 @@ impl Default for RuntimeConfig {
             database: DatabaseConfig::default(),
             amqp_url: DEFAULT_AMQP_URL.to_string(),
             calls: CallPolicy::default(),
+            egress: EgressConfig::default(),
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod cache;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod engine;
 pub mod gateway;
 pub mod manifest;

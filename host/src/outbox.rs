@@ -2,10 +2,12 @@
 //! as the data they announce, and relayed to the broker by the host.
 //!
 //! A managed database declared with `outbox = true` gets a table
-//! `_trellis_outbox` in its schema (see [`create`]); the component inserts a
-//! row in the transaction that changes its data, so the event exists exactly
-//! when the change does. The relay ([`run`]), as the component's own role,
-//! locks a batch of rows (`FOR UPDATE SKIP LOCKED`, so replicas sharing the
+//! `_trellis_outbox` in a schema of the platform's beside its own (see
+//! [`create`]: the tenant may write rows, never change the table, because
+//! the host reads it as its admin); the component inserts a row in the
+//! transaction that changes its data, so the event exists exactly when the
+//! change does. The relay ([`run`]), on an admin connection, locks a batch
+//! of rows (`FOR UPDATE SKIP LOCKED`, so replicas sharing the
 //! database split the work), publishes them with confirms and deletes them in
 //! the same transaction. One `LISTEN` connection per host ([`Wakeups`])
 //! wakes the relays of the schema a notification names, and a relay holds a
@@ -93,11 +95,26 @@ pub const SWEEP_APPLICATION: &str = "trellis outbox sweep";
 pub const AWAKE_LOCK: i32 = 0x7472_6c41;
 pub const BARRIER_LOCK: i32 = 0x7472_6c42;
 
-/// Creates the outbox table and its notify trigger in `db`'s schema, as its
-/// role. Idempotent; serialised with migrations by the same advisory lock.
-pub async fn create(db: &ManagedDatabase) -> Result<()> {
+/// Creates the outbox table and its notify trigger in `db`'s outbox schema,
+/// as the admin (`admin`), and grants the component's role what it needs of
+/// them; then moves the rows of an outbox an earlier version kept in the
+/// component's own schema, as the role. Idempotent; serialised with
+/// migrations by the same advisory lock.
+///
+/// The table is the platform's, not the tenant's: the sweep reads it with
+/// the admin connection, and an object the tenant owned could run the
+/// tenant's code there (a view calling its function, an index expression,
+/// a rule). In a schema of the admin's, the role can insert, read, update
+/// and delete rows, and nothing else: not drop, alter, replace, index,
+/// trigger or police the table.
+pub async fn create(admin: &PgConnectOptions, db: &ManagedDatabase) -> Result<()> {
+    let schema = managed::quote_ident(&db.outbox_schema());
+    let role = managed::quote_ident(&db.role);
     let ddl = format!(
-        "CREATE TABLE IF NOT EXISTS _trellis_outbox (
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
+         GRANT USAGE ON SCHEMA {schema} TO {role};
+         CREATE TABLE IF NOT EXISTS {schema}._trellis_outbox (
              id bigserial PRIMARY KEY,
              routing_key text NOT NULL,
              body bytea NOT NULL,
@@ -110,8 +127,14 @@ pub async fn create(db: &ManagedDatabase) -> Result<()> {
              -- key the component may not use); such rows are kept, skipped.
              error text
          );
-         CREATE OR REPLACE FUNCTION _trellis_outbox_notify() RETURNS trigger
-             LANGUAGE plpgsql AS $$
+         REVOKE ALL ON {schema}._trellis_outbox FROM PUBLIC;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}._trellis_outbox TO {role};
+         GRANT USAGE, SELECT ON SEQUENCE {schema}._trellis_outbox_id_seq TO {role};
+         -- Runs as its owner, the admin: tenants' roles may not take advisory
+         -- locks themselves (a tenant could then hold another's barrier). It
+         -- reads nothing of the writer's, and its search_path is fixed.
+         CREATE OR REPLACE FUNCTION {schema}._trellis_outbox_notify() RETURNS trigger
+             LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
              BEGIN
                  -- Until this transaction ends: a relay going to sleep waits it out.
                  PERFORM pg_advisory_xact_lock_shared({BARRIER_LOCK}, TG_RELID::int);
@@ -122,19 +145,65 @@ pub async fn create(db: &ManagedDatabase) -> Result<()> {
                  END IF;
                  RETURN NULL;
              END $$;
+         REVOKE ALL ON FUNCTION {schema}._trellis_outbox_notify() FROM PUBLIC;
          CREATE OR REPLACE TRIGGER _trellis_outbox_notify
-             AFTER INSERT ON _trellis_outbox
-             FOR EACH STATEMENT EXECUTE FUNCTION _trellis_outbox_notify();",
+             AFTER INSERT ON {schema}._trellis_outbox
+             FOR EACH STATEMENT EXECUTE FUNCTION {schema}._trellis_outbox_notify();",
     );
-    let mut conn = db.connect("create the outbox").await?;
+    let mut conn = admin
+        .connect()
+        .await
+        .context("connecting as admin to create the outbox")?;
     let mut tx = conn.begin().await?;
     managed::lock_schema(&mut tx, &db.schema).await?;
-    // Only constants are formatted in.
+    // Only constants and quoted identifiers are formatted in.
     sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
         .execute(&mut *tx)
         .await
         .context("creating _trellis_outbox")?;
     tx.commit().await?;
+    let _ = conn.close().await;
+    move_legacy_rows(admin, db).await
+}
+
+/// Earlier versions kept `_trellis_outbox` in the component's own schema:
+/// its rows move to the platform's table and it goes, as the role (it is
+/// the role's to read and drop, whatever it has become).
+async fn move_legacy_rows(admin: &PgConnectOptions, db: &ManagedDatabase) -> Result<()> {
+    let own = format!("{}._trellis_outbox", managed::quote_ident(&db.schema));
+    let lock = managed::SchemaLock::take(admin, &db.schema).await?;
+    let moved = move_legacy_rows_locked(db, &own).await;
+    lock.release().await;
+    moved
+}
+
+async fn move_legacy_rows_locked(db: &ManagedDatabase, own: &str) -> Result<()> {
+    let mut conn = db.connect("move the outbox").await?;
+    let legacy: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = '_trellis_outbox' AND c.relkind = 'r')",
+    )
+    .bind(&db.schema)
+    .fetch_one(&mut conn)
+    .await?;
+    if legacy {
+        let outbox = managed::quote_ident(&db.outbox_schema());
+        let mut tx = conn.begin().await?;
+        let moved = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {outbox}._trellis_outbox \
+                 (routing_key, body, content_type, message_id, correlation_id, headers, created_at, error) \
+             SELECT routing_key, body, content_type, message_id, correlation_id, headers, created_at, error \
+             FROM {own} ORDER BY id;
+             DROP TABLE {own};
+             DROP FUNCTION IF EXISTS {}._trellis_outbox_notify();",
+            managed::quote_ident(&db.schema)
+        )))
+        .execute(&mut *tx)
+        .await
+        .context("moving the rows of the component's own _trellis_outbox")?;
+        tx.commit().await?;
+        tracing::info!(schema = %db.schema, rows = moved.rows_affected(), "moved the outbox into the platform's schema");
+    }
     let _ = conn.close().await;
     Ok(())
 }
@@ -142,11 +211,21 @@ pub async fn create(db: &ManagedDatabase) -> Result<()> {
 /// One outbox to relay.
 pub struct Outbox {
     pub component: String,
+    /// The outbox's schema (the platform's, beside the component's own).
     pub schema: String,
-    /// The component's role on its managed database.
+    /// The admin connection to the database: the table is the platform's
+    /// (nothing in it runs a tenant's code), and the relay takes the
+    /// advisory locks tenants' roles may not.
     pub options: PgConnectOptions,
     /// Where rows go, and which routing keys the component may use.
     pub messaging: Arc<ComponentMessaging>,
+}
+
+impl Outbox {
+    /// The table, qualified and quoted.
+    fn table(&self) -> String {
+        format!("{}._trellis_outbox", managed::quote_ident(&self.schema))
+    }
 }
 
 /// Relays `outbox` for as long as the app runs.
@@ -191,6 +270,7 @@ async fn relay(outbox: &Outbox, broker: &Broker, wake: &Notify) -> Result<()> {
             .options
             .clone()
             .application_name(RELAY_APPLICATION)
+            .options([("search_path", "pg_catalog")])
             .connect()
             .await
             .context("connecting to the outbox's database")?;
@@ -201,10 +281,14 @@ async fn relay(outbox: &Outbox, broker: &Broker, wake: &Notify) -> Result<()> {
             conn,
             declared_on,
         };
-        relay.table = sqlx::query_scalar("SELECT '_trellis_outbox'::regclass::oid::int")
-            .fetch_one(&mut relay.conn)
-            .await
-            .context("finding _trellis_outbox")?;
+        relay.table = sqlx::query_scalar(
+            "SELECT c.oid::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = '_trellis_outbox'",
+        )
+        .bind(&outbox.schema)
+        .fetch_one(&mut relay.conn)
+        .await
+        .context("finding _trellis_outbox")?;
         // The connection stays for as long as rows keep coming.
         let mut last_rows = None;
         loop {
@@ -357,14 +441,17 @@ impl Wakeups {
             .options
             .clone()
             .application_name(SWEEP_APPLICATION)
+            // Only the catalog's functions and operators, whatever anyone created.
+            .options([("search_path", "pg_catalog")])
             .connect()
             .await
             .context("connecting to sweep the outboxes")?;
         for schema in schemas {
-            let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+            // The platform's own table (see `create`): nothing in it is the tenant's.
+            let quoted = managed::quote_ident(schema);
             // Counted up to a bound, so a huge backlog costs no more to sweep.
             let sql = format!(
-                "SELECT count(*) FROM (SELECT 1 FROM {quoted}._trellis_outbox \
+                "SELECT pg_catalog.count(*) FROM (SELECT 1 FROM {quoted}._trellis_outbox \
                  WHERE error IS NULL LIMIT {BACKLOG_COUNT_LIMIT}) AS pending"
             );
             // The schema is quoted as an identifier.
@@ -514,8 +601,9 @@ impl Relay<'_> {
                 }
                 Drained::BrokerDown => {
                     let pending = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-                        "SELECT count(*) FROM (SELECT 1 FROM _trellis_outbox \
-                         WHERE error IS NULL LIMIT {BACKLOG_COUNT_LIMIT}) AS pending"
+                        "SELECT count(*) FROM (SELECT 1 FROM {} \
+                         WHERE error IS NULL LIMIT {BACKLOG_COUNT_LIMIT}) AS pending",
+                        self.outbox.table()
                     )))
                     .fetch_one(&mut self.conn)
                     .await?;
@@ -552,12 +640,13 @@ type Row = (
 /// Publishes one batch and deletes what the broker confirmed, in one
 /// transaction.
 async fn drain(conn: &mut PgConnection, outbox: &Outbox, broker: &Broker) -> Result<Drained> {
+    let table = outbox.table();
     let mut tx = conn.begin().await?;
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, routing_key, body, content_type, message_id, correlation_id, headers
-         FROM _trellis_outbox WHERE error IS NULL
-         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
+         FROM {table} WHERE error IS NULL
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+    )))
     .bind(BATCH)
     .fetch_all(&mut *tx)
     .await
@@ -642,16 +731,20 @@ async fn drain(conn: &mut PgConnection, outbox: &Outbox, broker: &Broker) -> Res
             }
         }
     }
-    sqlx::query("DELETE FROM _trellis_outbox WHERE id = ANY($1)")
-        .bind(&sent)
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE id = ANY($1)"
+    )))
+    .bind(&sent)
+    .execute(&mut *tx)
+    .await?;
+    for (id, why) in &refused {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET error = $2 WHERE id = $1"
+        )))
+        .bind(id)
+        .bind(why)
         .execute(&mut *tx)
         .await?;
-    for (id, why) in &refused {
-        sqlx::query("UPDATE _trellis_outbox SET error = $2 WHERE id = $1")
-            .bind(id)
-            .bind(why)
-            .execute(&mut *tx)
-            .await?;
     }
     tx.commit().await.context("committing the outbox batch")?;
     if !sent.is_empty() {

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use trellis_tests::{Reply, Shop, psql};
 
-const ORDERS: &str = "t_shop_order_orders";
+/// The outbox of the order service's database (`t_shop_order_orders`): the
+/// platform's schema beside it.
+const OUTBOX: &str = "o_shop_order_orders";
 const PAYMENTS: &str = "t_shop_payment_payments";
 const PAYMENT_LIMIT: i64 = 100_000;
 
@@ -342,7 +344,7 @@ async fn orders_survive_a_broker_restart_under_load() {
             placed.len(),
             psql(
                 &shop.db.name,
-                &format!("SELECT count(*) FROM {ORDERS}._trellis_outbox")
+                &format!("SELECT count(*) FROM {OUTBOX}._trellis_outbox")
             ),
             shop.broker.queues(),
             tail(&shop.trellis.logs(), 60)
@@ -396,7 +398,7 @@ async fn orders_survive_a_broker_restart_under_load() {
     loop {
         let rows = psql(
             &shop.db.name,
-            &format!("SELECT count(*) FROM {ORDERS}._trellis_outbox"),
+            &format!("SELECT count(*) FROM {OUTBOX}._trellis_outbox"),
         );
         if rows == "0" {
             break;

@@ -27,13 +27,14 @@ const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// The schema of the guest's managed database `mq` (app `mq`, component
 /// `mqtest`): `t_<app>_<component>_<name>`.
 const SCHEMA: &str = "t_mq_mqtest_mq";
+/// Its outbox's schema: the platform's, beside it.
+const OUTBOX: &str = "o_mq_mqtest_mq";
 /// A bound on how long something the host does at once may take on a busy
 /// test machine.
 const SETTLE: Duration = Duration::from_secs(20);
 
 /// The mqtest app; `trigger_extra` is appended to its `[[trigger.amqp]]`.
 fn manifest(trigger_extra: &str) -> String {
-    let migrations = workspace_root().join("components/mqtest/migrations");
     format!(
         r#"spin_manifest_version = 2
 
@@ -65,15 +66,27 @@ allowed_outbound_hosts = []
 [component.mqtest.variables]
 db_url = "postgres://trellis.internal/mq"
 [component.mqtest.tool.trellis.databases.mq]
-migrations = {migrations:?}
+migrations = "migrations"
 outbox = true
 [component.mqtest.tool.trellis.messaging]
 publish = ["work.*"]
 "#,
         retry = RETRY_DELAY.as_millis(),
         source = guest("mqtest").display().to_string(),
-        migrations = migrations.display().to_string(),
     )
+}
+
+/// The mqtest app's directory: its manifest and its migrations beside it.
+fn app_dir(trigger_extra: &str) -> AppDir {
+    let app = AppDir::new(&manifest(trigger_extra));
+    let from = workspace_root().join("components/mqtest/migrations");
+    let to = app.path().join("migrations");
+    std::fs::create_dir_all(&to).expect("migrations dir");
+    for entry in std::fs::read_dir(from).expect("components/mqtest/migrations") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy migration");
+    }
+    app
 }
 
 /// A compilation cache shared by the hosts of these tests, and kept between
@@ -100,7 +113,7 @@ impl Mq {
     fn start(label: &str, trigger_extra: &str) -> Self {
         let db = TestDatabase::new(label);
         let broker = TestBroker::new(label);
-        let app = AppDir::new(&manifest(trigger_extra));
+        let app = app_dir(trigger_extra);
         let trellis = Trellis::up_with(
             &app.manifest(),
             UpOptions {
@@ -355,7 +368,7 @@ async fn the_outbox_relays_committed_rows_and_keeps_forbidden_ones() {
     psql(
         &mq.db.name,
         &format!(
-            "INSERT INTO {SCHEMA}._trellis_outbox \
+            "INSERT INTO {OUTBOX}._trellis_outbox \
                (routing_key, body, content_type, message_id, correlation_id, headers) VALUES \
              ('work.outboxed', convert_to('{{\"n\": 1}}', 'UTF8'), 'application/json', \
               'outbox-1', 'corr-7', '{{\"traceparent\": \"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}}'), \
@@ -382,7 +395,7 @@ async fn the_outbox_relays_committed_rows_and_keeps_forbidden_ones() {
         let left = psql(
             &mq.db.name,
             &format!(
-                "SELECT routing_key || ' ' || coalesce(error, '-') FROM {SCHEMA}._trellis_outbox"
+                "SELECT routing_key || ' ' || coalesce(error, '-') FROM {OUTBOX}._trellis_outbox"
             ),
         );
         if left.starts_with("other.forbidden ") && !left.ends_with(" -") {
@@ -466,15 +479,15 @@ async fn a_row_committed_while_the_relay_drains_goes_out_without_the_sweep() {
     let relay_awake = format!(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
            AND mode = 'ExclusiveLock' AND classid = {AWAKE_LOCK} AND objsubid = 2 \
-           AND objid = '{SCHEMA}._trellis_outbox'::regclass::oid"
+           AND objid = '{OUTBOX}._trellis_outbox'::regclass::oid"
     );
-    let left = format!("SELECT count(*) FROM {SCHEMA}._trellis_outbox");
+    let left = format!("SELECT count(*) FROM {OUTBOX}._trellis_outbox");
 
     // A backlog keeps the relay draining for a while.
     psql(
         db,
         &format!(
-            "INSERT INTO {SCHEMA}._trellis_outbox (routing_key, body) \
+            "INSERT INTO {OUTBOX}._trellis_outbox (routing_key, body) \
              SELECT 'work.backlog', convert_to(n::text, 'UTF8') FROM generate_series(1, {BACKLOG}) n"
         ),
     );
@@ -491,7 +504,7 @@ async fn a_row_committed_while_the_relay_drains_goes_out_without_the_sweep() {
     // A row written while the relay drains, in a transaction left open.
     let mut late = OpenTransaction::begin(db);
     late.run(&format!(
-        "INSERT INTO {SCHEMA}._trellis_outbox (routing_key, body, message_id) \
+        "INSERT INTO {OUTBOX}._trellis_outbox (routing_key, body, message_id) \
          VALUES ('work.late', convert_to('late', 'UTF8'), 'late-1')"
     ));
     // The relay was awake throughout: it still is, with backlog left.
@@ -545,7 +558,7 @@ async fn an_idle_relay_holds_no_connection_and_a_commit_wakes_it() {
         psql(
             db,
             &format!(
-                "INSERT INTO {SCHEMA}._trellis_outbox (routing_key, body, message_id) \
+                "INSERT INTO {OUTBOX}._trellis_outbox (routing_key, body, message_id) \
                  VALUES ('work.idle', convert_to('{id}', 'UTF8'), '{id}')"
             ),
         );

@@ -13,6 +13,8 @@ use trellis_tests::{Reply, Shop, TestBroker, TestDatabase, psql};
 /// The order service's managed database `orders` (app `shop`), and the
 /// payment service's `payments`: `t_<app>_<component>_<name>`.
 const ORDERS: &str = "t_shop_order_orders";
+/// Its outbox's schema: the platform's, beside it.
+const OUTBOX: &str = "o_shop_order_orders";
 const PAYMENTS: &str = "t_shop_payment_payments";
 
 /// The largest payment that succeeds (api.md, payment rule).
@@ -170,7 +172,7 @@ async fn wait_final(shop: &Shop, placed: &[Placed], limit: Duration) -> HashMap<
 fn outbox_rows(shop: &Shop) -> String {
     psql(
         &shop.db.name,
-        &format!("SELECT count(*) FROM {ORDERS}._trellis_outbox"),
+        &format!("SELECT count(*) FROM {OUTBOX}._trellis_outbox"),
     )
 }
 
@@ -184,11 +186,11 @@ async fn wait_outbox_empty(shop: &Shop, limit: Duration) {
         }
         assert!(
             started.elapsed() < limit,
-            "{rows} rows left in {ORDERS}._trellis_outbox after {limit:?}: {}\n{}",
+            "{rows} rows left in {OUTBOX}._trellis_outbox after {limit:?}: {}\n{}",
             psql(
                 &shop.db.name,
                 &format!(
-                    "SELECT id, routing_key, message_id, error FROM {ORDERS}._trellis_outbox LIMIT 5"
+                    "SELECT id, routing_key, message_id, error FROM {OUTBOX}._trellis_outbox LIMIT 5"
                 )
             ),
             tail(&shop.trellis.logs(), 40)
@@ -374,7 +376,7 @@ async fn an_order_committed_before_a_crash_is_published_after_restart() {
         psql(
             &shop.db.name,
             &format!(
-                "SELECT routing_key || ' ' || convert_from(body, 'UTF8') FROM {ORDERS}._trellis_outbox"
+                "SELECT routing_key || ' ' || convert_from(body, 'UTF8') FROM {OUTBOX}._trellis_outbox"
             ),
         )
     };
@@ -410,7 +412,7 @@ async fn an_order_committed_before_a_crash_is_published_after_restart() {
     drop(trellis);
     let rows = psql(
         &db.name,
-        &format!("SELECT count(*) FROM {ORDERS}._trellis_outbox"),
+        &format!("SELECT count(*) FROM {OUTBOX}._trellis_outbox"),
     );
     assert_eq!(rows, "1", "the outbox row did not survive the crash");
 

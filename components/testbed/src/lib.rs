@@ -52,6 +52,15 @@ async fn handle(req: Request) -> Response {
                 .unwrap_or_else(|err| json_response(502, json!({ "error": err }))),
             None => bad_request("missing `url`"),
         },
+        // What a guest can read of the files mounted into it (and nothing
+        // else, if the host does its job): the hostile-tenant tests' probe.
+        "/file" => match param("path") {
+            Some(path) => match std::fs::read(&path) {
+                Ok(bytes) => text(200, String::from_utf8_lossy(&bytes).into_owned()),
+                Err(err) => json_response(404, json!({ "error": format!("{path}: {err}") })),
+            },
+            None => bad_request("missing `path`"),
+        },
         "/var" => match param("name") {
             Some(name) => match spin_sdk::variables::get(&name) {
                 Ok(value) => text(200, value),

@@ -36,6 +36,15 @@ pub struct ServeArgs {
     /// directory.
     #[arg(long, env = "TRELLIS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A network tenants' components may reach although it is loopback,
+    /// link-local or otherwise this host's (CIDR, e.g. 127.0.0.1/32;
+    /// repeatable). The platform's own servers and listeners stay denied.
+    #[arg(long, env = "TRELLIS_TENANT_ALLOW_NET", value_delimiter = ',')]
+    pub tenant_allow_net: Vec<ipnet::IpNet>,
+    /// A network tenants' components may never reach (CIDR, repeatable),
+    /// e.g. the platform's private networks.
+    #[arg(long, env = "TRELLIS_TENANT_DENY_NET", value_delimiter = ',')]
+    pub tenant_deny_net: Vec<ipnet::IpNet>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -45,7 +54,12 @@ impl ServeArgs {
         if self.admin_token.len() < 16 {
             bail!("--admin-token must have at least 16 characters");
         }
-        let config = self.limits.runtime_config();
+        let mut config = self.limits.runtime_config();
+        config.egress = crate::config::EgressConfig {
+            guarded: true,
+            allow: self.tenant_allow_net.clone(),
+            deny: self.tenant_deny_net.clone(),
+        };
         let state_dir = match (&self.state_dir, &config.cache_dir) {
             (Some(dir), _) => dir.clone(),
             (None, Some(cache)) => cache.join("platform"),
@@ -71,6 +85,7 @@ impl ServeArgs {
         };
         let store = Store::open(&runtime.databases.admin, sealer).await?;
         let limit = runtime.config.shutdown_timeout;
+        let egress = runtime.egress.clone();
         let platform = Platform::start(runtime, store, self.base_domain.clone(), state_dir).await?;
 
         let public = tokio::net::TcpListener::bind(self.listen)
@@ -79,6 +94,8 @@ impl ServeArgs {
         let admin_listener = tokio::net::TcpListener::bind(self.admin_listen)
             .await
             .with_context(|| format!("listening on {} (--admin-listen)", self.admin_listen))?;
+        egress.deny_platform(public.local_addr()?, "this host's public listener");
+        egress.deny_platform(admin_listener.local_addr()?, "this host's admin API");
         // Scripts and tests read these lines to find the ports.
         println!(
             "Serving http://{} (apps at http://<app>.<tenant>.{})",

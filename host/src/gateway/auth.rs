@@ -69,7 +69,12 @@ struct Entry {
 impl Auth {
     /// Builds the policy: expands key and secret templates, reads the JWKS
     /// file. Fails, naming the setting, on anything unusable.
-    pub fn load(policy: &AuthPolicy, base: &str, variables: &AppVariables) -> Result<Self> {
+    pub fn load(
+        policy: &AuthPolicy,
+        base: &str,
+        variables: &AppVariables,
+        dir: &std::path::Path,
+    ) -> Result<Self> {
         let api_key = policy
             .api_key
             .as_ref()
@@ -79,7 +84,7 @@ impl Auth {
         let jwt = policy
             .jwt
             .as_ref()
-            .map(|scheme| Jwt::load(scheme, variables))
+            .map(|scheme| Jwt::load(scheme, variables, dir))
             .transpose()
             .context("[application.tool.trellis.auth.jwt]")?;
 
@@ -299,8 +304,11 @@ struct Claims {
     sub: Option<String>,
 }
 
+/// The largest JWKS file an app may name.
+const MAX_JWKS_BYTES: u64 = 1 << 20;
+
 impl Jwt {
-    fn load(scheme: &JwtScheme, variables: &AppVariables) -> Result<Self> {
+    fn load(scheme: &JwtScheme, variables: &AppVariables, dir: &std::path::Path) -> Result<Self> {
         let hs256 = match &scheme.secret {
             Some(template) => {
                 let secret = manifest::expand_template(template, |name| {
@@ -319,8 +327,7 @@ impl Jwt {
         };
         let rs256 = match &scheme.jwks {
             Some(path) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("reading jwks {}", path.display()))?;
+                let bytes = crate::manifest::read_app_file(dir, path, "jwks", MAX_JWKS_BYTES)?;
                 let keys = jwks(&bytes).with_context(|| format!("jwks {}", path.display()))?;
                 if keys.is_empty() {
                     bail!("jwks {}: no RSA signing keys", path.display());

@@ -28,22 +28,36 @@ impl Gateway {
             auth: settings
                 .auth
                 .as_ref()
-                .map(|policy| auth::Auth::load(policy, &manifest.application.http_base, variables))
+                .map(|policy| {
+                    auth::Auth::load(
+                        policy,
+                        &manifest.application.http_base,
+                        variables,
+                        &manifest.dir,
+                    )
+                })
                 .transpose()?,
             cors: settings.cors.as_ref().map(cors::layer).transpose()?,
-            openapi: settings.openapi.as_deref().map(openapi).transpose()?,
+            openapi: settings
+                .openapi
+                .as_deref()
+                .map(|path| openapi(&manifest.dir, path))
+                .transpose()?,
         })
     }
 }
 
+/// The largest OpenAPI document an app may serve.
+const MAX_OPENAPI_BYTES: u64 = 4 << 20;
+
 /// Reads the OpenAPI document, checked to be a JSON object.
-fn openapi(path: &Path) -> Result<bytes::Bytes> {
-    let bytes = std::fs::read(path).with_context(|| {
-        format!(
-            "[application.tool.trellis] openapi: reading {}",
-            path.display()
-        )
-    })?;
+fn openapi(dir: &Path, path: &Path) -> Result<bytes::Bytes> {
+    let bytes = crate::manifest::read_app_file(
+        dir,
+        path,
+        "[application.tool.trellis] openapi",
+        MAX_OPENAPI_BYTES,
+    )?;
     let document: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
         format!(
             "[application.tool.trellis] openapi: {} is not JSON",

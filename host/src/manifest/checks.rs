@@ -201,6 +201,30 @@ pub(crate) fn topic_pattern(pattern: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A path a manifest names for the host to read or mount (`files`,
+/// `exclude_files`, `migrations`, `openapi`, `jwks`): relative to the app's
+/// directory and inside it. Where a tenant's manifest is read, anything
+/// else would hand the host's own files (`/`, `../..`) to the tenant.
+/// Symlinks are judged where the files are read (see
+/// [`crate::manifest::inside_app_dir`]).
+pub fn app_path(path: &str) -> Result<(), &'static str> {
+    use std::path::Component as Part;
+    if path.trim().is_empty() {
+        return Err("is empty");
+    }
+    let parts = std::path::Path::new(path).components();
+    for part in parts {
+        match part {
+            Part::Normal(_) | Part::CurDir => {}
+            Part::ParentDir => return Err("must stay inside the app directory (no `..`)"),
+            Part::RootDir | Part::Prefix(_) => {
+                return Err("must be relative to the manifest's directory (no leading `/`)");
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,7 +77,19 @@ pub(crate) fn resolve(
         variables,
         environment,
         files,
-        exclude_files: raw.exclude_files,
+        exclude_files: raw
+            .exclude_files
+            .into_iter()
+            .map(|pattern| {
+                super::checks::app_path(pattern.get_ref()).map_err(|why| {
+                    src.error(
+                        pattern.span(),
+                        format!("`exclude_files` entry {:?} {why}", pattern.get_ref()),
+                    )
+                })?;
+                Ok(pattern.into_inner())
+            })
+            .collect::<Result<Vec<_>, ManifestError>>()?,
         build: raw.build.map(|b| build(src, b, dir)).transpose()?,
         trellis: limits(src, raw.tool.trellis.unwrap_or_default(), dir)?,
     })
@@ -212,6 +224,9 @@ fn file_mount(
             if placement.source.is_empty() {
                 return Err(src.error(entry.span(), "`files` entry source is empty; expected a directory, e.g. \"assets\""));
             }
+            if let Err(why) = super::checks::app_path(&placement.source) {
+                return Err(src.error(entry.span(), format!("`files` entry source {:?} {why}", placement.source)));
+            }
             Ok(FileMount { source: dir.join(placement.source), destination: placement.destination })
         }
         other => Err(src.error(
@@ -280,7 +295,18 @@ fn limits(
                 ),
             ));
         }
-        let migrations = db.migrations.map(|m| dir.join(m));
+        let migrations = match db.migrations {
+            Some(path) => {
+                super::checks::app_path(path.get_ref()).map_err(|why| {
+                    src.error(
+                        path.span(),
+                        format!("`migrations` {:?} {why}", path.get_ref()),
+                    )
+                })?;
+                Some(dir.join(path.get_ref()))
+            }
+            None => None,
+        };
         databases.insert(
             name.into_inner(),
             ManagedDatabase {

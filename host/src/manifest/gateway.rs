@@ -421,5 +421,7 @@ fn file_path(
             format!("`{field}` is empty; give the file's path, relative to the manifest"),
         ));
     }
+    super::checks::app_path(path.get_ref())
+        .map_err(|why| src.error(path.span(), format!("`{field}` {:?} {why}", path.get_ref())))?;
     Ok(dir.join(path.get_ref()))
 }

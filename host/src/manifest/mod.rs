@@ -40,6 +40,43 @@ pub use model::{
 };
 pub use template::expand_template;
 
+/// `path`, a file or directory the manifest in `dir` names, with every
+/// symlink resolved, if it is still inside `dir`: a link to `/` or to
+/// another tenant's files is refused, naming `field`.
+pub fn inside_app_dir(dir: &Path, path: &Path, field: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    let root = std::fs::canonicalize(dir)
+        .with_context(|| format!("{field}: reading the app directory {}", dir.display()))?;
+    let resolved = std::fs::canonicalize(path)
+        .with_context(|| format!("{field}: reading {}", path.display()))?;
+    if !resolved.starts_with(&root) {
+        anyhow::bail!(
+            "{field}: {} leads outside the app directory (to {}); a manifest may only name files inside it",
+            path.display(),
+            resolved.display()
+        );
+    }
+    Ok(resolved)
+}
+
+/// The bytes of a file the manifest in `dir` names (see [`inside_app_dir`]),
+/// at most `max` of them.
+pub fn read_app_file(dir: &Path, path: &Path, field: &str, max: u64) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let resolved = inside_app_dir(dir, path, field)?;
+    let file = std::fs::File::open(&resolved)
+        .with_context(|| format!("{field}: reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{field}: reading {}", path.display()))?;
+    if bytes.len() as u64 > max {
+        anyhow::bail!("{field}: {} is larger than {max} bytes", path.display());
+    }
+    Ok(bytes)
+}
+
 use error::Source;
 
 /// The manifest version Trellis reads.

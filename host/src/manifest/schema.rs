@@ -462,7 +462,7 @@ pub(crate) struct RawComponent {
     ///
     /// Example: `exclude_files = ["static/**/*.map"]`
     #[serde(default)]
-    pub exclude_files: Vec<String>,
+    pub exclude_files: Vec<Spanned<String>>,
     /// Network destinations the component may reach.
     ///
     /// Example: `allowed_outbound_hosts = ["https://api.example.com", "postgres://{{ db_host }}:5432"]`
@@ -608,7 +608,7 @@ pub(crate) struct RawManagedDatabase {
     ///
     /// Example: `migrations = "components/user/migrations"`
     #[serde(default)]
-    pub migrations: Option<String>,
+    pub migrations: Option<Spanned<String>>,
     /// Create the `_trellis_outbox` table in this database and relay the rows
     /// the component inserts there to the broker (transactional outbox).
     ///

@@ -76,6 +76,7 @@ async fn drop_schema_and_role(
     // schema: DROP OWNED BY revokes those before the role can go.
     let sql = format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE;
+         DROP SCHEMA IF EXISTS {outbox} CASCADE;
          DO $$ BEGIN
              IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN
                  EXECUTE 'DROP OWNED BY ' || quote_ident({name});
@@ -83,6 +84,7 @@ async fn drop_schema_and_role(
              END IF;
          END $$;",
         schema = quote(schema),
+        outbox = quote(&managed::outbox_schema(schema)),
         name = literal(role)
     );
     let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))

@@ -89,6 +89,11 @@ pub struct ManagedDatabase {
 }
 
 impl ManagedDatabase {
+    /// The schema of its outbox, the platform's (see [`outbox_schema`]).
+    pub fn outbox_schema(&self) -> String {
+        outbox_schema(&self.schema)
+    }
+
     /// A connection of its own as the role, for changes to the schema;
     /// `purpose` completes "connecting as `<role>` to ...".
     pub async fn connect(&self, purpose: &str) -> Result<PgConnection> {
@@ -98,9 +103,18 @@ impl ManagedDatabase {
     }
 }
 
+/// The schema that holds `_trellis_outbox` for the managed database in
+/// `schema`: owned by the admin, so the tenant cannot replace what the host
+/// reads (`t_...` becomes `o_...`, the same length).
+pub fn outbox_schema(schema: &str) -> String {
+    format!("o_{}", schema.strip_prefix("t_").unwrap_or(schema))
+}
+
 /// Holds the schema's change lock until the end of the transaction on
-/// `conn`: migrations and the outbox's creation never run at once, across
-/// hosts too.
+/// `conn` (an admin connection): migrations and the outbox's creation never
+/// run at once, across hosts too. Tenants cannot take advisory locks (see
+/// [`ADVISORY_LOCK_FUNCTIONS`]), so they cannot hold this one to stall a
+/// deployment.
 pub async fn lock_schema(conn: &mut PgConnection, schema: &str) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trellis:migrate:' || $1))")
         .bind(schema)
@@ -108,6 +122,63 @@ pub async fn lock_schema(conn: &mut PgConnection, schema: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// The schema's change lock, held by an admin connection of its own while
+/// the role's connection changes the schema.
+/// (A session lock: it goes with the connection, whatever happens to the
+/// host.)
+pub struct SchemaLock {
+    conn: PgConnection,
+}
+
+impl SchemaLock {
+    pub async fn take(admin: &PgConnectOptions, schema: &str) -> Result<Self> {
+        let mut conn = PgConnection::connect_with(admin)
+            .await
+            .context("connecting as admin to lock the schema")?;
+        sqlx::query("SELECT pg_advisory_lock(hashtext('trellis:migrate:' || $1))")
+            .bind(schema)
+            .execute(&mut conn)
+            .await
+            .context("locking the schema")?;
+        Ok(Self { conn })
+    }
+
+    /// Closing the connection lets go of the lock.
+    pub async fn release(self) {
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Every advisory lock function. Advisory locks have one key space per
+/// database, shared by everyone connected to it: a tenant holding a key
+/// would stall whoever wants it next (the host's provisioning, another
+/// tenant's migrations, every outbox's writers). Tenants' roles may not
+/// call them; the host's own locks are taken by the admin, and by the
+/// outbox's trigger as its owner.
+pub const ADVISORY_LOCK_FUNCTIONS: &[&str] = &[
+    "pg_advisory_lock(bigint)",
+    "pg_advisory_lock(integer, integer)",
+    "pg_advisory_lock_shared(bigint)",
+    "pg_advisory_lock_shared(integer, integer)",
+    "pg_advisory_unlock(bigint)",
+    "pg_advisory_unlock(integer, integer)",
+    "pg_advisory_unlock_shared(bigint)",
+    "pg_advisory_unlock_shared(integer, integer)",
+    "pg_advisory_unlock_all()",
+    "pg_advisory_xact_lock(bigint)",
+    "pg_advisory_xact_lock(integer, integer)",
+    "pg_advisory_xact_lock_shared(bigint)",
+    "pg_advisory_xact_lock_shared(integer, integer)",
+    "pg_try_advisory_lock(bigint)",
+    "pg_try_advisory_lock(integer, integer)",
+    "pg_try_advisory_lock_shared(bigint)",
+    "pg_try_advisory_lock_shared(integer, integer)",
+    "pg_try_advisory_xact_lock(bigint)",
+    "pg_try_advisory_xact_lock(integer, integer)",
+    "pg_try_advisory_xact_lock_shared(bigint)",
+    "pg_try_advisory_xact_lock_shared(integer, integer)",
+];
 
 /// The role for `schema` in `database`.
 pub fn role_name(schema: &str, database: &str) -> String {
@@ -203,7 +274,12 @@ async fn provision_once(
         ),
         format!("CREATE SCHEMA IF NOT EXISTS {schema_q} AUTHORIZATION {role_q}"),
         format!("ALTER SCHEMA {schema_q} OWNER TO {role_q}"),
-        format!("ALTER ROLE {role_q} IN DATABASE {db_q} SET search_path = {schema_q}"),
+        // Its own schema first; then its outbox's, so `_trellis_outbox`
+        // names the platform's table.
+        format!(
+            "ALTER ROLE {role_q} IN DATABASE {db_q} SET search_path = {schema_q}, {}",
+            quote_ident(&outbox_schema(schema))
+        ),
         format!("ALTER ROLE {role_q} SET statement_timeout = {statement_timeout_ms}"),
         // Nobody but owners may use or create in `public`, or make temp tables.
         "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
@@ -212,6 +288,18 @@ async fn provision_once(
     ];
     for statement in statements {
         run(&mut tx, statement).await?;
+    }
+    for function in ADVISORY_LOCK_FUNCTIONS {
+        run(
+            &mut tx,
+            format!("REVOKE EXECUTE ON FUNCTION pg_catalog.{function} FROM PUBLIC"),
+        )
+        .await?;
+        run(
+            &mut tx,
+            format!("GRANT EXECUTE ON FUNCTION pg_catalog.{function} TO CURRENT_USER"),
+        )
+        .await?;
     }
     tx.commit().await
 }
@@ -258,6 +346,32 @@ pub struct Migration {
     pub checksum: String,
 }
 
+/// Most migration files one database may have, and the largest one.
+const MAX_MIGRATIONS: usize = 10_000;
+const MAX_MIGRATION_BYTES: u64 = 8 << 20;
+
+/// One migration's text: a regular file (not a link out of the directory,
+/// not a device) of bounded size.
+fn read_migration(path: &Path) -> Result<String> {
+    use std::io::Read as _;
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("reading migration {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("migration {} is not a regular file", path.display());
+    }
+    let mut sql = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_MIGRATION_BYTES + 1).read_to_string(&mut sql))
+        .with_context(|| format!("reading migration {}", path.display()))?;
+    if sql.len() as u64 > MAX_MIGRATION_BYTES {
+        bail!(
+            "migration {} is larger than {MAX_MIGRATION_BYTES} bytes",
+            path.display()
+        );
+    }
+    Ok(sql)
+}
+
 /// Reads `dir`'s `*.sql` files, ordered by version.
 pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>> {
     let entries = std::fs::read_dir(dir)
@@ -280,8 +394,10 @@ pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>> {
                 path.display()
             );
         };
-        let sql = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading migration {}", path.display()))?;
+        if migrations.len() >= MAX_MIGRATIONS {
+            bail!("{}: more than {MAX_MIGRATIONS} migrations", dir.display());
+        }
+        let sql = read_migration(&path)?;
         let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
         migrations.push(Migration {
             version,
@@ -303,13 +419,23 @@ pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>> {
 }
 
 /// Applies the pending `migrations` as the managed role, all in one
-/// transaction, under an advisory lock: two hosts starting together apply
-/// each migration once. Returns how many were applied now. A migration that
+/// transaction, under the schema's lock (held by an admin connection): two
+/// hosts starting together apply each migration once. Returns how many were applied now. A migration that
 /// changed after it was applied is an error, not silently skipped.
-pub async fn migrate(db: &ManagedDatabase, migrations: &[Migration]) -> Result<usize> {
+pub async fn migrate(
+    admin: &PgConnectOptions,
+    db: &ManagedDatabase,
+    migrations: &[Migration],
+) -> Result<usize> {
+    let lock = SchemaLock::take(admin, &db.schema).await?;
+    let applied = migrate_locked(db, migrations).await;
+    lock.release().await;
+    applied
+}
+
+async fn migrate_locked(db: &ManagedDatabase, migrations: &[Migration]) -> Result<usize> {
     let mut conn = db.connect("migrate").await?;
     let mut tx = conn.begin().await?;
-    lock_schema(&mut tx, &db.schema).await?;
     tx.execute(
         "CREATE TABLE IF NOT EXISTS _trellis_migrations (
              version bigint PRIMARY KEY,
@@ -361,7 +487,7 @@ async fn run(conn: &mut PgConnection, sql: String) -> sqlx::Result<()> {
     Ok(())
 }
 
-fn quote_ident(ident: &str) -> String {
+pub(crate) fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 

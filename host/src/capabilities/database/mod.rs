@@ -26,6 +26,7 @@ use sqlx::postgres::PgConnectOptions;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::allowed_hosts::AllowedHosts;
+use crate::egress::Egress;
 use bindings::{Error, ParameterValue, RowSet};
 use query::Limits;
 
@@ -82,6 +83,11 @@ struct PoolKey {
     port: u16,
     database: String,
     user: String,
+    /// For a server a component names itself: whose pool it is (its app)
+    /// and a digest of the whole address, credentials included. A wrong
+    /// password never gets a connection someone else authenticated, and no
+    /// two apps share a connection's session.
+    external: Option<(Arc<str>, [u8; 32])>,
 }
 
 impl PoolKey {
@@ -91,6 +97,7 @@ impl PoolKey {
             port: options.get_port(),
             database: options.get_database().unwrap_or_default().to_string(),
             user: options.get_username().to_string(),
+            external: None,
         }
     }
 }
@@ -140,8 +147,8 @@ impl Databases {
     }
 
     /// The pool for `options`, created (without connecting) on first use.
-    fn pool(&self, options: &PgConnectOptions) -> Arc<pool::Pool> {
-        self.pools.pool(PoolKey::of(options), || {
+    fn pool(&self, key: PoolKey, options: &PgConnectOptions) -> Arc<pool::Pool> {
+        self.pools.pool(key, || {
             let timeout_ms = self.config.statement_timeout.as_millis().to_string();
             options
                 .clone()
@@ -187,7 +194,7 @@ impl Databases {
     pub async fn ready(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(1);
         let check = async {
-            let pool = self.pool(&self.admin);
+            let pool = self.pool(PoolKey::of(&self.admin), &self.admin);
             let mut conn = self.pools.acquire(&pool, deadline).await.ok()?;
             let ok = conn.execute("SELECT 1").await.is_ok();
             if ok {
@@ -208,56 +215,116 @@ pub struct ComponentDatabases {
     /// Managed database name -> how to connect as its role.
     pub managed: HashMap<String, PgConnectOptions>,
     pub allowed: Arc<AllowedHosts>,
+    /// Where its connections may go, by address.
+    pub egress: Arc<Egress>,
+    /// Whose pools its connections to other servers come from (its tenant
+    /// and app).
+    pub owner: Arc<str>,
 }
 
+/// Query parameters a component's address may carry. The others name files
+/// of the host (`sslrootcert`, `sslcert`, `sslkey`: a client key would be
+/// presented to the component's server) or another server (`host`,
+/// `hostaddr`, Unix sockets) than the one the allow-list judged.
+const ADDRESS_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "statement-cache-capacity",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// Environment variables sqlx would read into a component's connection
+/// options: the host's own client certificate and key, or its CA file.
+const INHERITED_FILES: &[&str] = &["PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT"];
+
 impl ComponentDatabases {
-    /// Resolves a guest's address to connection options, or the error the
-    /// guest sees.
+    /// Resolves a guest's address to its pool's key and connection options,
+    /// or the error the guest sees.
     // The WIT's error type is large; this runs once per `open`, not per row.
     #[allow(clippy::result_large_err)]
-    fn resolve(&self, address: &str) -> Result<PgConnectOptions, Error> {
+    async fn resolve(&self, address: &str) -> Result<(PoolKey, PgConnectOptions), Error> {
         if let Some(name) = managed::managed_name(address) {
-            return self.managed.get(name).cloned().ok_or_else(|| {
+            let options = self.managed.get(name).cloned().ok_or_else(|| {
                 Error::ConnectionFailed(format!(
                     "no managed database `{name}` is declared for this component \
                      ([component.<id>.tool.trellis.databases.{name}])"
                 ))
-            });
+            })?;
+            return Ok((PoolKey::of(&options), options));
         }
-        let options: PgConnectOptions = address
-            .parse()
-            .map_err(|_| Error::BadParameter("the address is not a postgres:// URL".into()))?;
-        // A Unix socket (`?host=/run/postgresql`, or a `/path` host) would
-        // reach a local server whatever host the URL names: the allow-list
-        // could not speak for it.
-        let query = address.split_once('?').map_or("", |(_, q)| q);
-        let redirects = query.split('&').any(|pair| {
-            let key = pair.split('=').next().unwrap_or("").to_ascii_lowercase();
-            key == "host" || key == "hostaddr"
-        });
-        if options.get_socket().is_some() || redirects {
+        let bad = || Error::BadParameter("the address is not a postgres:// URL".into());
+        let url = url::Url::parse(address).map_err(|_| bad())?;
+        let mut options: PgConnectOptions = address.parse().map_err(|_| bad())?;
+        if let Some((key, _)) = url.query_pairs().find(|(key, _)| {
+            !ADDRESS_PARAMETERS.contains(&key.as_ref()) && !key.starts_with("options[")
+        }) {
+            return Err(Error::ConnectionFailed(format!(
+                "the database address may not set `{key}` (allowed: {})",
+                ADDRESS_PARAMETERS.join(", ")
+            )));
+        }
+        // A Unix socket (a `/path` host) would reach a local server whatever
+        // host the URL names: the allow-list could not speak for it.
+        if options.get_socket().is_some() {
             return Err(Error::ConnectionFailed(
-                "Unix sockets and `host`/`hostaddr` parameters are not allowed in a database address"
-                    .into(),
+                "Unix sockets are not allowed in a database address".into(),
             ));
         }
         let scheme = address.split_once("://").map_or("postgres", |(s, _)| s);
-        if !self
-            .allowed
-            .allows(scheme, options.get_host(), Some(options.get_port()))
-        {
+        let (host, port) = (options.get_host().to_owned(), options.get_port());
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if !self.allowed.allows(scheme, bare, Some(port)) {
             tracing::warn!(
-                host = options.get_host(),
-                port = options.get_port(),
+                host,
+                port,
                 "database address denied: not in allowed_outbound_hosts"
             );
             return Err(Error::ConnectionFailed(format!(
-                "address {scheme}://{}:{} is not allowed by allowed_outbound_hosts",
-                options.get_host(),
-                options.get_port()
+                "address {scheme}://{host}:{port} is not allowed by allowed_outbound_hosts"
             )));
         }
-        Ok(options)
+        if self.egress.is_guarded() {
+            if let Some(var) = INHERITED_FILES
+                .iter()
+                .find(|v| std::env::var_os(v).is_some())
+            {
+                tracing::error!(
+                    "a component's database connection was refused: the host's environment sets {var}, which would apply to it; set it in --database-url instead"
+                );
+                return Err(Error::ConnectionFailed(
+                    "the host cannot open connections to other servers (see its log)".into(),
+                ));
+            }
+            // Never the host's PGPASSWORD for someone else's server.
+            if url.password().is_none() && !url.query_pairs().any(|(k, _)| k == "password") {
+                options = options.password("");
+            }
+            let addrs = self.egress.resolve(&host, port).await.map_err(|denied| {
+                tracing::warn!(%denied, "database address denied");
+                Error::ConnectionFailed(format!("address denied: {denied}"))
+            })?;
+            // Connect to the address that was checked, so that a second
+            // lookup cannot lead elsewhere; only `verify-full` needs the
+            // name, and its certificate check then stands for it.
+            if !matches!(
+                options.get_ssl_mode(),
+                sqlx::postgres::PgSslMode::VerifyFull
+            ) {
+                options = options.host(&addrs[0].ip().to_string());
+            }
+        }
+        let mut key = PoolKey::of(&options);
+        use sha2::Digest as _;
+        key.external = Some((
+            self.owner.clone(),
+            sha2::Sha256::digest(address.as_bytes()).into(),
+        ));
+        Ok((key, options))
     }
 }
 
@@ -298,9 +365,11 @@ impl Connection {
         F: FnOnce(pool::Pooled, Limits) -> Fut,
         Fut: std::future::Future<Output = (pool::Pooled, Result<T, Error>)>,
     {
-        let Some(conn) = self.conn.take() else {
+        let Some(mut conn) = self.conn.take() else {
             return Err(Error::ConnectionFailed("the connection is closed".into()));
         };
+        // Until it answers: dropped before then, the server process goes too.
+        conn.backend.busy = true;
         let keyword = first_keyword(statement);
         // A child of the guest's invoke span.
         let span = tracing::info_span!(
@@ -316,10 +385,15 @@ impl Connection {
         if result.is_err() {
             span.record("otel.status_code", "error");
         }
-        self.conn = Some(conn);
+        let mut conn = conn;
+        // Cut off by the host's deadline, the statement may still be
+        // running on the server: the process is terminated when the
+        // connection is dropped. Any other outcome left nothing running.
+        conn.backend.busy = matches!(&result, Err(err) if query::is_timeout(err));
         if matches!(&result, Err(err) if query::must_discard_connection(err)) {
             self.broken = true;
         }
+        self.conn = Some(conn);
         self.track(&keyword, statement, result.is_ok());
         result
     }
@@ -424,12 +498,12 @@ impl bindings::HostConnection for DatabaseView<'_> {
         &mut self,
         address: String,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
-        let options = match self.ctx.resolve(&address) {
-            Ok(options) => options,
+        let (key, options) = match self.ctx.resolve(&address).await {
+            Ok(resolved) => resolved,
             Err(err) => return Ok(Err(err)),
         };
         let databases = &self.ctx.databases;
-        let pool = databases.pool(&options);
+        let pool = databases.pool(key, &options);
         let deadline = Instant::now() + databases.config.acquire_timeout;
         let conn = match databases.pools.acquire(&pool, deadline).await {
             Ok(conn) => conn,

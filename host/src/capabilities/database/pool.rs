@@ -55,7 +55,7 @@ pub struct Pools<K> {
 
 /// The connections of one server, database and role.
 pub struct Pool {
-    options: PgConnectOptions,
+    options: Arc<PgConnectOptions>,
     /// One permit per open connection of this pool, idle or in use.
     slots: Arc<Semaphore>,
     /// Oldest first: handed out from the back, evicted from the front.
@@ -70,6 +70,7 @@ struct Idle {
     since: Instant,
     slot: OwnedSemaphorePermit,
     open: OwnedSemaphorePermit,
+    backend: Backend,
 }
 
 /// A connection taken from a [`Pool`]; give it back with [`Pool::release`]
@@ -78,6 +79,57 @@ pub struct Pooled {
     conn: PgConnection,
     slot: OwnedSemaphorePermit,
     open: OwnedSemaphorePermit,
+    /// Its server process, to stop when a statement is abandoned.
+    pub backend: Backend,
+}
+
+/// The server process behind a connection. Dropped while [`Backend::busy`]
+/// (a statement was cut off: the host's deadline passed, or the guest was
+/// stopped mid-statement), it has the server terminate that process:
+/// closing the socket alone leaves a statement running until it next writes
+/// to the client, and a guest that lifted its `statement_timeout` (`SET`,
+/// `set_config` in a `DO` block) would keep the server busy for as long as
+/// it asked.
+pub struct Backend {
+    pid: i32,
+    options: Arc<PgConnectOptions>,
+    pub busy: bool,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if !self.busy {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (pid, options) = (self.pid, self.options.clone());
+        // As the same role: a role may end its own processes, and no other's.
+        runtime.spawn(async move {
+            let terminate = async {
+                let mut conn = options.connect().await?;
+                sqlx::query("SELECT pg_terminate_backend($1)")
+                    .bind(pid)
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            };
+            match tokio::time::timeout(Duration::from_secs(10), terminate).await {
+                Ok(Ok(())) => {
+                    tracing::debug!(pid, "terminated an abandoned statement's server process")
+                }
+                Ok(Err(err)) => tracing::warn!(
+                    pid,
+                    "cannot terminate an abandoned statement's server process: {err}"
+                ),
+                Err(_) => tracing::warn!(
+                    pid,
+                    "cannot terminate an abandoned statement's server process: no answer"
+                ),
+            }
+        });
+    }
 }
 
 impl std::ops::Deref for Pooled {
@@ -116,7 +168,7 @@ impl<K: Eq + Hash + Clone> Pools<K> {
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Pool {
-                    options: options(),
+                    options: Arc::new(options()),
                     slots: Arc::new(Semaphore::new(self.max_per_pool as usize)),
                     idle: Mutex::new(Vec::new()),
                     returned: Notify::new(),
@@ -153,9 +205,24 @@ impl<K: Eq + Hash + Clone> Pools<K> {
                 // One of ours came back while we waited for room: take it.
                 () = &mut returned => continue,
             };
-            let connect = pool.options.connect();
+            let connect = async {
+                let mut conn = pool.options.connect().await?;
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut conn)
+                    .await?;
+                Ok::<_, sqlx::Error>((conn, pid))
+            };
             return match tokio::time::timeout_at(deadline.into(), connect).await {
-                Ok(Ok(conn)) => Ok(Pooled { conn, slot, open }),
+                Ok(Ok((conn, pid))) => Ok(Pooled {
+                    conn,
+                    slot,
+                    open,
+                    backend: Backend {
+                        pid,
+                        options: pool.options.clone(),
+                        busy: false,
+                    },
+                }),
                 Ok(Err(err)) => Err(err),
                 Err(_) => Err(sqlx::Error::PoolTimedOut),
             };
@@ -258,12 +325,14 @@ impl Pool {
                 conn,
                 slot: idle.slot,
                 open: idle.open,
+                backend: idle.backend,
             });
         }
     }
 
     /// Puts a clean connection back for the next acquire.
-    pub fn release(&self, conn: Pooled) {
+    pub fn release(&self, mut conn: Pooled) {
+        conn.backend.busy = false;
         {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.push(Idle {
@@ -271,6 +340,7 @@ impl Pool {
                 since: Instant::now(),
                 slot: conn.slot,
                 open: conn.open,
+                backend: conn.backend,
             });
         }
         self.returned.notify_one();

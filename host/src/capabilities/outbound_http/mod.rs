@@ -23,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::allowed_hosts::AllowedHosts;
+use crate::egress::Egress;
 
 /// The host name suffix of in-process service chaining.
 pub const CHAINING_SUFFIX: &str = ".spin.internal";
@@ -56,21 +57,72 @@ pub trait InternalDispatch: Send + Sync {
     ) -> BoxFuture<Result<http::Response<WasiBody>, HttpError>>;
 }
 
+type Connector = hyper_rustls::HttpsConnector<CheckedConnector>;
+
 /// Pooled client for real outbound hosts and the call policies and
 /// breakers of every target, shared by all requests of an app.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>,
+    client: Client<Connector, WasiBody>,
     calls: Arc<resilience::Calls>,
 }
 
+/// Opens TCP connections only to addresses the egress policy allows: the
+/// name is resolved and checked here, and the connection made to the
+/// checked address (TLS still verifies the name, which the HTTPS layer
+/// above took from the request).
+#[derive(Clone)]
+pub struct CheckedConnector {
+    inner: HttpConnector,
+    egress: Arc<Egress>,
+}
+
+impl tower::Service<http::Uri> for CheckedConnector {
+    type Response = <HttpConnector as tower::Service<http::Uri>>::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let egress = self.egress.clone();
+        Box::pin(async move {
+            if !egress.is_guarded() {
+                return inner.call(uri).await.map_err(Into::into);
+            }
+            let host = uri.host().ok_or("the URI has no host")?.to_owned();
+            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let addrs = egress.resolve(&host, port).await?;
+            let pinned = http::Uri::builder()
+                .scheme(uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP))
+                .authority(addrs[0].to_string())
+                .path_and_query("/")
+                .build()?;
+            inner.call(pinned).await.map_err(Into::into)
+        })
+    }
+}
+
 impl HttpClient {
-    pub fn new(calls: resilience::Calls) -> anyhow::Result<Self> {
+    pub fn new(calls: resilience::Calls, egress: Arc<Egress>) -> anyhow::Result<Self> {
+        let mut http = HttpConnector::new();
+        // The HTTPS layer hands `https://` URIs down too.
+        http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(CheckedConnector {
+                inner: http,
+                egress,
+            });
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
@@ -175,7 +227,7 @@ impl WasiHttpHooks for OutboundHttp {
 }
 
 async fn send_outbound(
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>,
+    client: Client<Connector, WasiBody>,
     request: http::Request<WasiBody>,
     deadline: Instant,
 ) -> Result<http::Response<WasiBody>, HttpError> {
@@ -187,6 +239,14 @@ async fn send_outbound(
 }
 
 fn client_error(err: hyper_util::client::legacy::Error) -> HttpError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        if let Some(denied) = cause.downcast_ref::<crate::egress::Denied>() {
+            tracing::warn!(%denied, "outbound request denied");
+            return HttpError::HttpRequestDenied;
+        }
+        source = cause.source();
+    }
     if err.is_connect() {
         tracing::debug!("outbound connect error: {err:?}");
         return HttpError::ConnectionRefused;

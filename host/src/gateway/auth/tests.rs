@@ -47,7 +47,12 @@ source = "c.wasm"
         .auth
         .as_ref()
         .context("no auth policy")?;
-    Auth::load(policy, &manifest.application.http_base, &variables)
+    Auth::load(
+        policy,
+        &manifest.application.http_base,
+        &variables,
+        &manifest.dir,
+    )
 }
 
 const BOTH: &str = r#"

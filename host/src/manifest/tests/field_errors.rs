@@ -183,6 +183,29 @@ fn files_and_build_errors() {
         &["destination \"rel\" must be an absolute"],
     );
     assert_error(&files("3"), "files =", &["found integer"]);
+    assert_error(
+        &files("{ source = \"/\", destination = \"/h\" }"),
+        "files =",
+        &["`files` entry source \"/\"", "relative"],
+    );
+    assert_error(
+        &files("{ source = \"assets/../..\", destination = \"/h\" }"),
+        "files =",
+        &["`files` entry source \"assets/../..\"", "no `..`"],
+    );
+    assert_error(
+        &with_component("exclude_files = [\"/etc/*\"]", ""),
+        "exclude_files",
+        &["`exclude_files` entry \"/etc/*\"", "relative"],
+    );
+    assert_error(
+        &with_component(
+            "",
+            "[component.c.tool.trellis.databases.data]\nmigrations = \"../../etc\"",
+        ),
+        "migrations =",
+        &["`migrations` \"../../etc\"", "no `..`"],
+    );
     let build = |b: &str| with_component(&format!("[component.c.build]\n{b}\n"), "");
     assert_error(
         &build("command = [\"a\", \"b\"]"),

@@ -1,0 +1,305 @@
+//! Attacks on the platform's Postgres: reaching it directly under another
+//! spelling of its address, and getting the host to run the tenant's SQL as
+//! its admin.
+
+use std::time::{Duration, Instant};
+
+use trellis_tests::platform::{Env, wait_for};
+
+use super::{dbtest_app, guest_sql};
+
+/// Every spelling of this machine's loopback that `getaddrinfo` accepts; the
+/// deploy-time check only knew `localhost`, `127.0.0.1` and `::1`.
+/// (This machine's host name is tried as well.)
+const SPELLINGS: &[&str] = &["0.0.0.0", "127.1", "2130706433", "[::ffff:7f00:1]"];
+
+/// The issue's first attack: `allowed_outbound_hosts =
+/// ["postgres://0.0.0.0:5432"]` deployed, and the component opened the
+/// platform's database as `postgres` (trust authentication): superuser.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_platform_database_is_out_of_reach_under_any_spelling() {
+    let env = Env::new("hostile_pg_spelling");
+    let host = env.host();
+    let mut spellings: Vec<String> = SPELLINGS.iter().map(|s| s.to_string()).collect();
+    spellings.push(super::own_hostname());
+    let allowed: Vec<String> = spellings
+        .iter()
+        .map(|s| format!("\"postgres://{s}:5432\""))
+        .collect();
+    let app = dbtest_app(
+        "probe",
+        &format!("allowed_outbound_hosts = [{}]", allowed.join(", ")),
+        "",
+    );
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &app);
+    for spelling in &spellings {
+        let address = format!("postgres://postgres@{spelling}:5432/{}", env.db.name);
+        let answer = guest_sql(
+            &host,
+            "probe.evil.localhost",
+            &address,
+            &["SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user"],
+        )
+        .await;
+        let error = &answer["open_error"];
+        assert!(
+            error.is_object(),
+            "{spelling}: the tenant opened the platform's database: {answer}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("denied") && text.contains("platform's database server"),
+            "{spelling}: {text}"
+        );
+    }
+    // Named in the log, for the operator.
+    assert!(
+        host.trellis
+            .wait_for_log(|line| line.contains("database address denied")),
+        "{}",
+        host.trellis.logs()
+    );
+}
+
+/// The issue's second attack: a migration replaces `_trellis_outbox` by a
+/// view whose filter calls the tenant's function; the host's sweep read it
+/// as the admin, and the function made the tenant's role superuser.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_never_reads_a_tenants_objects_as_its_admin() {
+    let env = Env::new("hostile_outbox_view");
+    let host = env.host();
+    let app = dbtest_app(
+        "probe",
+        "",
+        "[component.db.tool.trellis.databases.data]\noutbox = true\nmigrations = \"migrations\"",
+    );
+    let migrations = app.path().join("migrations");
+    std::fs::create_dir_all(&migrations).expect("migrations dir");
+    std::fs::write(
+        migrations.join("0001_escalate.sql"),
+        r#"
+-- Made superuser by whoever evaluates it with the right to.
+DO $do$ BEGIN
+    EXECUTE format($f$
+        CREATE FUNCTION escalate() RETURNS boolean LANGUAGE plpgsql AS $b$
+        BEGIN
+            EXECUTE 'ALTER ROLE %I SUPERUSER';
+            RETURN true;
+        EXCEPTION WHEN OTHERS THEN
+            RETURN true;
+        END $b$ $f$, current_user);
+    -- The host's outbox, if it is the tenant's to drop, becomes a trap.
+    IF to_regclass(format('%I._trellis_outbox', current_schema())) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %I._trellis_outbox CASCADE', current_schema());
+    END IF;
+END $do$;
+CREATE VIEW _trellis_outbox AS SELECT 1::bigint AS id, NULL::text AS error WHERE escalate();
+"#,
+    )
+    .expect("write migration");
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &app);
+
+    let superuser = || {
+        trellis_tests::psql(
+            &env.db.name,
+            "SELECT coalesce(bool_or(rolsuper), false) FROM pg_roles WHERE rolname LIKE 't\\_evil\\_%'",
+        )
+    };
+    // The relay's start has the outbox swept at once; give it time.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        assert_eq!(superuser(), "f", "the tenant's role became superuser");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sweep did run (and found the platform's own, empty table).
+    wait_for("the sweep of the tenant's outbox", async || {
+        trellis_tests::psql(
+            &env.db.name,
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname = '_trellis_outbox' \
+             AND schemaname LIKE 'o\\_evil\\_%' AND seq_scan > 0",
+        ) == "1"
+    })
+    .await;
+
+    // The outbox the host reads is the platform's: the tenant cannot drop,
+    // alter or replace it.
+    let outbox_schema = trellis_tests::psql(
+        &env.db.name,
+        "SELECT schemaname FROM pg_tables WHERE tablename = '_trellis_outbox' AND schemaname LIKE 'o\\_evil\\_%'",
+    );
+    assert!(!outbox_schema.is_empty(), "no platform outbox");
+    let answer = guest_sql(
+        &host,
+        "probe.evil.localhost",
+        "postgres://trellis.internal/data",
+        &[
+            &format!("DROP TABLE {outbox_schema}._trellis_outbox"),
+            &format!("ALTER TABLE {outbox_schema}._trellis_outbox ADD COLUMN x int"),
+            &format!("CREATE VIEW {outbox_schema}.v AS SELECT 1"),
+            &format!("CREATE INDEX ON {outbox_schema}._trellis_outbox ((escalate()))"),
+        ],
+    )
+    .await;
+    for (step, result) in answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(result["error"]["code"], "42501", "step {step}: {answer}");
+    }
+    assert_eq!(superuser(), "f");
+}
+
+/// Advisory locks have one key space per database: a tenant holding the
+/// host's provisioning lock, or another tenant's outbox barrier (its oid is
+/// in `pg_class` for all to read), stalled every deployment, or every order
+/// of its neighbour, for as long as it liked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_cannot_hold_the_hosts_or_a_neighbours_locks() {
+    let env = Env::new("hostile_locks");
+    let host = env.host();
+    let shop = trellis_tests::shop_app();
+    host.cli(&["tenant", "create", "acme"]);
+    host.deploy("acme", &shop);
+    let probe = dbtest_app("probe", "", "[component.db.tool.trellis.databases.data]\n");
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &probe);
+
+    // 0x7472_6c42: the outbox's barrier lock (host/src/outbox.rs).
+    let answer = guest_sql(
+        &host,
+        "probe.evil.localhost",
+        "postgres://trellis.internal/data",
+        &[
+            "SELECT pg_advisory_lock(hashtext('trellis:provision'))::text",
+            "SELECT pg_try_advisory_lock(1953655874, c.oid::int)::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = '_trellis_outbox' AND n.nspname LIKE 'o\\_acme\\_shop\\_order\\_%'",
+            "SELECT pg_advisory_xact_lock(1)::text",
+            "SELECT pg_advisory_lock_shared(1, 2)::text",
+        ],
+    )
+    .await;
+    for (step, result) in answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(result["error"]["code"], "42501", "step {step}: {answer}");
+    }
+
+    // The host's own work goes on: another deployment provisions its
+    // databases, and the neighbour's orders (an outbox insert each) commit.
+    let other = dbtest_app(
+        "other",
+        "",
+        "[component.db.tool.trellis.databases.data]\noutbox = true\n",
+    );
+    host.deploy("acme", &other);
+    let user = host
+        .post(
+            "shop.acme.localhost",
+            "/users",
+            &serde_json::json!({"email": "ann@acme.test", "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(user.status, 201, "{}", user.text);
+    let order = host
+        .post(
+            "shop.acme.localhost",
+            "/orders",
+            &serde_json::json!({"user_id": 1, "product_name": "anvil", "amount": 1500}),
+        )
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    wait_for("acme's order paid", async || {
+        host.get("shop.acme.localhost", "/orders/1").await.body["status"] == "paid"
+    })
+    .await;
+}
+
+/// The role's sleeping statements, as the server sees them.
+fn sleeping(db: &str) -> String {
+    trellis_tests::psql(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 't\\_evil\\_%' \
+         AND state = 'active' AND query LIKE '%pg_sleep%'",
+    )
+}
+
+/// Waits (at most 15 s, far less than the 600 s each statement asks for)
+/// until the server runs none of the tenant's sleeps.
+async fn wait_until_none_sleeps(db: &str, what: &str) {
+    let started = Instant::now();
+    while sleeping(db) != "0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what}: the statement still runs on the server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A tenant lifts its statement timeout (`SET`, `set_config` in a `DO`
+/// block, `ALTER ROLE`): the host's deadline cut the guest off, but the
+/// statement ran on, as long as the tenant asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_past_its_deadline_is_cancelled_on_the_server() {
+    let env = Env::new("hostile_timeout");
+    let host = env.host_with(&["--statement-timeout", "1s"]);
+    let probe = dbtest_app("probe", "", "[component.db.tool.trellis.databases.data]\n");
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &probe);
+    let lifts = [
+        "SET statement_timeout = 0",
+        "DO $$ BEGIN PERFORM set_config('statement_timeout', '0', false); END $$",
+        "ALTER ROLE CURRENT_USER SET statement_timeout = 0",
+    ];
+    for lift in lifts {
+        let answer = guest_sql(
+            &host,
+            "probe.evil.localhost",
+            "postgres://trellis.internal/data",
+            &[lift, "SELECT pg_sleep(600)::text"],
+        )
+        .await;
+        let error = answer["results"][1]["error"].to_string();
+        assert!(
+            error.contains("timed out") || error.contains("57014"),
+            "{lift}: {answer}"
+        );
+        wait_until_none_sleeps(&env.db.name, lift).await;
+    }
+}
+
+/// The guest is stopped at its deadline in the middle of a statement: the
+/// statement goes with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_stopped_mid_statement_leaves_nothing_running() {
+    let env = Env::new("hostile_midstatement");
+    let host = env.host_with(&["--statement-timeout", "600s"]);
+    let probe = dbtest_app(
+        "probe",
+        "[component.db.tool.trellis]\ntimeout_ms = 1000",
+        "[component.db.tool.trellis.databases.data]\n",
+    );
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &probe);
+    let answer = host
+        .post(
+            "probe.evil.localhost",
+            "/db/sql",
+            &serde_json::json!({
+                "address": "postgres://trellis.internal/data",
+                "steps": [{"op": "query", "sql": "SELECT pg_sleep(600)::text", "params": []}],
+                "trap_after": false,
+            }),
+        )
+        .await;
+    assert_eq!(answer.status, 504, "{}", answer.text);
+    wait_until_none_sleeps(&env.db.name, "the guest's deadline").await;
+}

@@ -1,0 +1,62 @@
+//! The attack suite: each test is a hostile tenant of `trellis serve` trying
+//! one way out of its box, written as the attacker would write it (a guest,
+//! a manifest, a raw admin API call), and asserting that it gets nothing.
+//! `docs/security.md` lists every attack with its test; a new defence comes
+//! with a new test here.
+//!
+//! Every test runs its own platform (database, vhost, hosts) on the shared
+//! Postgres and RabbitMQ, like `tests/platform.rs`.
+
+mod database;
+mod files;
+mod network;
+
+use serde_json::{Value, json};
+use trellis_tests::AppDir;
+use trellis_tests::platform::Host;
+
+/// This machine's own name, which resolves to one of its addresses (a
+/// loopback one on many machines): a spelling of "here" that no list of
+/// names knows.
+pub fn own_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_owned()
+}
+
+/// Runs SQL steps through tenant `tenant`'s `dbtest` component (routed at
+/// `/db/...` of app `app`) on a connection to `address`; the guest's answer.
+pub async fn guest_sql(host: &Host, app_host: &str, address: &str, steps: &[&str]) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|sql| json!({"op": "query", "sql": sql, "params": []}))
+        .collect();
+    let answer = host
+        .post(
+            app_host,
+            "/db/sql",
+            &json!({"address": address, "steps": steps, "trap_after": false}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    answer.body
+}
+
+/// An app of one `dbtest` component at `/db/...`, with `component_extra`
+/// added to its `[component.db]` table and `tables` after it.
+pub fn dbtest_app(name: &str, component_extra: &str, tables: &str) -> AppDir {
+    AppDir::new(&format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "{name}"
+[[trigger.http]]
+route = "/db/..."
+component = "db"
+[component.db]
+source = "{{dbtest}}"
+{component_extra}
+{tables}
+"#
+    ))
+}
