@@ -847,7 +847,11 @@ async fn provision_databases(
             &databases.admin,
             databases.role_secret(),
             &ident,
-            databases.config.statement_timeout.as_millis(),
+            database::managed::RoleLimits {
+                statement_timeout_ms: databases.config.statement_timeout.as_millis(),
+                connections: databases.config.role_connection_limit,
+                temp_file_kb: databases.config.role_temp_file_limit_kb,
+            },
         )
         .await
         .with_context(|| format!("provisioning managed database `{name}`"))?;

@@ -87,6 +87,14 @@ pub struct LimitArgs {
     /// Connections each pool (server, database, role) keeps open, idle included.
     #[arg(long, env = "TRELLIS_MAX_POOL_CONNECTIONS", default_value_t = 16)]
     pub max_pool_connections: u32,
+    /// Connections one managed database's role may hold on the server, from
+    /// every host together (its pools, migrations, cleanups).
+    #[arg(long, env = "TRELLIS_ROLE_CONNECTION_LIMIT", default_value_t = 64)]
+    pub role_connection_limit: u32,
+    /// Temporary file space one session of a managed role may use (sorts and
+    /// hashes spilled to disk), in KiB; -1 for no limit.
+    #[arg(long, env = "TRELLIS_ROLE_TEMP_FILE_LIMIT_KB", default_value_t = 1 << 20, allow_hyphen_values = true)]
+    pub role_temp_file_limit_kb: i64,
     /// Message broker for apps whose manifest sets no
     /// `[application.trigger.amqp] broker`.
     #[arg(
@@ -135,6 +143,8 @@ impl LimitArgs {
                 max_result_bytes: self.max_result_bytes,
                 max_connections: self.max_db_connections,
                 max_pool_connections: self.max_pool_connections,
+                role_connection_limit: self.role_connection_limit,
+                role_temp_file_limit_kb: self.role_temp_file_limit_kb,
                 ..DatabaseConfig::default()
             },
             amqp_url: self.amqp_url.clone(),

@@ -303,3 +303,125 @@ async fn a_guest_stopped_mid_statement_leaves_nothing_running() {
     assert_eq!(answer.status, 504, "{}", answer.text);
     wait_until_none_sleeps(&env.db.name, "the guest's deadline").await;
 }
+
+/// What a guest leaves on its session, hidden behind a plain `SELECT` of a
+/// function of its own (`set_config`, `LISTEN`) or after `COMMIT AND CHAIN`
+/// (a transaction still open), must not reach the next guest that gets the
+/// same pooled connection: the host's statement tracking could not see it.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_state_never_outlives_a_guests_connection() {
+    let env = Env::new("hostile_session");
+    let host = env.host();
+    let probe = dbtest_app(
+        "probe",
+        "",
+        "[component.db.tool.trellis.databases.data]\nmigrations = \"migrations\"",
+    );
+    let migrations = probe.path().join("migrations");
+    std::fs::create_dir_all(&migrations).expect("migrations dir");
+    std::fs::write(
+        migrations.join("0001_sneaky.sql"),
+        r#"
+CREATE TABLE marks (n int);
+CREATE FUNCTION sneaky() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('application_name', 'evil was here', false);
+    PERFORM set_config('work_mem', '64MB', false);
+    EXECUTE 'LISTEN evil_channel';
+    RETURN 1;
+END $$;
+"#,
+    )
+    .expect("write migration");
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &probe);
+    let data = "postgres://trellis.internal/data";
+    let app = "probe.evil.localhost";
+
+    let first = guest_sql(
+        &host,
+        app,
+        data,
+        &[
+            "SELECT pg_backend_pid()::text",
+            "SELECT sneaky()::text",
+            "BEGIN",
+            "INSERT INTO marks VALUES (1)",
+            "COMMIT AND CHAIN",
+            "INSERT INTO marks VALUES (2)",
+        ],
+    )
+    .await;
+    let pid = first["results"][0]["rows"][0][0].clone();
+    assert!(pid.is_string(), "{first}");
+
+    // The next guest to get that connection (the pool hands out the most
+    // recently returned one; others in between are reset as well).
+    let mut seen = None;
+    for _ in 0..50 {
+        let next = guest_sql(
+            &host,
+            app,
+            data,
+            &[
+                "SELECT pg_backend_pid()::text",
+                "SELECT current_setting('application_name') || ' | ' || current_setting('work_mem') \
+                 || ' | ' || (SELECT count(*) FROM pg_listening_channels()) \
+                 || ' | ' || (SELECT count(*) FROM marks) \
+                 || ' | ' || (txid_current_if_assigned() IS NULL)",
+            ],
+        )
+        .await;
+        if next["results"][0]["rows"][0][0] == pid {
+            seen = Some(next["results"][1]["rows"][0][0].clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = seen.expect("the first guest's connection came back");
+    let seen = seen.as_str().unwrap_or_default();
+    let fields: Vec<&str> = seen.split(" | ").collect();
+    assert_ne!(fields[0], "evil was here", "{seen}");
+    assert_ne!(fields[1], "64MB", "{seen}");
+    assert_eq!(fields[2], "0", "still listening: {seen}");
+    // Row 1 was committed; row 2 was in the chained transaction, rolled back.
+    assert_eq!(fields[3], "1", "{seen}");
+    assert_eq!(fields[4], "true", "inside an inherited transaction: {seen}");
+}
+
+/// A tenant's query that spills to disk without end (a sort of millions of
+/// rows with a tiny `work_mem`) filled the server's disk for everyone; its
+/// role could also hold as many connections as the server allows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_role_is_bounded_in_disk_and_connections() {
+    let env = Env::new("hostile_role_limits");
+    let host = env.host_with(&[
+        "--role-temp-file-limit-kb",
+        "1024",
+        "--role-connection-limit",
+        "5",
+    ]);
+    let probe = dbtest_app("probe", "", "[component.db.tool.trellis.databases.data]\n");
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &probe);
+    let answer = guest_sql(
+        &host,
+        "probe.evil.localhost",
+        "postgres://trellis.internal/data",
+        &[
+            "SET temp_file_limit = -1",
+            "SET work_mem = '64kB'",
+            "SELECT count(*)::text FROM (SELECT g FROM generate_series(1, 2000000) g ORDER BY g DESC) s",
+        ],
+    )
+    .await;
+    let results = &answer["results"];
+    assert_eq!(results[0]["error"]["code"], "42501", "{answer}");
+    // 53400: configuration_limit_exceeded (temp_file_limit).
+    assert_eq!(results[2]["error"]["code"], "53400", "{answer}");
+    let limit = trellis_tests::psql(
+        &env.db.name,
+        "SELECT rolconnlimit FROM pg_roles WHERE rolname LIKE 't\\_evil\\_%'",
+    );
+    assert_eq!(limit, "5");
+}

@@ -190,11 +190,22 @@ pub fn role_name(schema: &str, database: &str) -> String {
 /// Creates (idempotently) the schema and its role and returns how to connect
 /// as the role. Serialised per database by an advisory lock, and retried when
 /// hosts on other databases of the same server touch the same role at once.
+/// What a managed role may use of the server, set on the role itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RoleLimits {
+    /// Its default `statement_timeout` (connections also set it at start).
+    pub statement_timeout_ms: u128,
+    /// `CONNECTION LIMIT`.
+    pub connections: u32,
+    /// `temp_file_limit` in KiB, -1 for none.
+    pub temp_file_kb: i64,
+}
+
 pub async fn provision(
     admin: &PgConnectOptions,
     secret: &str,
     schema: &str,
-    statement_timeout_ms: u128,
+    limits: RoleLimits,
 ) -> Result<ManagedDatabase> {
     let mut conn = PgConnection::connect_with(admin)
         .await
@@ -207,16 +218,7 @@ pub async fn provision(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match provision_once(
-            &mut conn,
-            &database,
-            schema,
-            &role,
-            &password,
-            statement_timeout_ms,
-        )
-        .await
-        {
+        match provision_once(&mut conn, &database, schema, &role, &password, limits).await {
             Ok(()) => break,
             // Concurrent DDL on the same role from another database:
             // "tuple concurrently updated" (XX000), duplicate role (42710/23505).
@@ -246,7 +248,7 @@ async fn provision_once(
     schema: &str,
     role: &str,
     password: &str,
-    statement_timeout_ms: u128,
+    limits: RoleLimits,
 ) -> sqlx::Result<()> {
     let mut tx = conn.begin().await?;
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('trellis:provision'))")
@@ -280,7 +282,20 @@ async fn provision_once(
             "ALTER ROLE {role_q} IN DATABASE {db_q} SET search_path = {schema_q}, {}",
             quote_ident(&outbox_schema(schema))
         ),
-        format!("ALTER ROLE {role_q} SET statement_timeout = {statement_timeout_ms}"),
+        format!(
+            "ALTER ROLE {role_q} SET statement_timeout = {}",
+            limits.statement_timeout_ms
+        ),
+        // Bounds what one tenant takes of the server's connections and disk;
+        // `temp_file_limit` is the superuser's to change, not the role's.
+        format!(
+            "ALTER ROLE {role_q} CONNECTION LIMIT {}",
+            i32::try_from(limits.connections).unwrap_or(i32::MAX)
+        ),
+        format!(
+            "ALTER ROLE {role_q} SET temp_file_limit = {}",
+            limits.temp_file_kb.max(-1)
+        ),
         // Nobody but owners may use or create in `public`, or make temp tables.
         "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
         format!("REVOKE CREATE, TEMPORARY ON DATABASE {db_q} FROM PUBLIC"),

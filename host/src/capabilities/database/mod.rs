@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use sqlx::Connection as _;
 use sqlx::Executor as _;
 use sqlx::postgres::PgConnectOptions;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -56,6 +57,13 @@ pub struct DatabaseConfig {
     /// How long `open` waits for a connection (a server that is down fails
     /// faster: connection refused). Example: 2 s.
     pub acquire_timeout: Duration,
+    /// Connections a managed role may hold on the server (`CONNECTION
+    /// LIMIT`), all hosts together. Example: 64.
+    pub role_connection_limit: u32,
+    /// Temporary file space per session of a managed role, in KiB
+    /// (`temp_file_limit`, which only a superuser may change); -1: none.
+    /// Example: 1 GiB.
+    pub role_temp_file_limit_kb: i64,
 }
 
 impl Default for DatabaseConfig {
@@ -69,6 +77,8 @@ impl Default for DatabaseConfig {
             max_connections: 64,
             max_pool_connections: 16,
             acquire_timeout: Duration::from_secs(2),
+            role_connection_limit: 64,
+            role_temp_file_limit_kb: 1 << 20,
         }
     }
 }
@@ -333,11 +343,13 @@ pub struct Connection {
     conn: Option<pool::Pooled>,
     pool: Arc<pool::Pool>,
     limits: Limits,
-    /// A `BEGIN`/`START` ran without a later `COMMIT`/`ROLLBACK`.
-    transaction_open: bool,
-    /// A statement may have changed session state (`SET`, `set_config`, ...)
-    /// that the next request on this pooled connection must not inherit.
-    session_dirty: bool,
+    /// A statement ran: the session may hold state of the guest's.
+    used: bool,
+    /// A `PREPARE` or `DEALLOCATE` ran: the guest's prepared statements go
+    /// too, and with them the host's statement cache of the connection.
+    prepared: bool,
+    /// A server the component named itself (advisory locks are its own).
+    external: bool,
     /// A statement failed in a way that leaves the connection unusable (a
     /// FATAL error, a host-side timeout): it is closed, not returned.
     broken: bool,
@@ -394,26 +406,28 @@ impl Connection {
             self.broken = true;
         }
         self.conn = Some(conn);
-        self.track(&keyword, statement, result.is_ok());
+        self.track(&keyword);
         result
     }
 
     /// `keyword`: the statement's first, lower-case.
-    fn track(&mut self, keyword: &str, statement: &str, succeeded: bool) {
-        match keyword {
-            "begin" | "start" if succeeded => self.transaction_open = true,
-            "commit" | "end" | "rollback" | "abort" if succeeded => self.transaction_open = false,
-            _ => {}
-        }
-        if matches!(
-            keyword,
-            "set" | "reset" | "discard" | "deallocate" | "prepare" | "declare" | "listen" | "lock"
-        ) || statement.to_ascii_lowercase().contains("set_config")
-        {
-            self.session_dirty = true;
+    fn track(&mut self, keyword: &str) {
+        self.used = true;
+        if matches!(keyword, "prepare" | "deallocate" | "execute") {
+            self.prepared = true;
         }
     }
 }
+
+/// What a guest's session may have left on its connection, undone before
+/// the connection serves anyone else. Statement text cannot tell: a
+/// function the guest created runs `set_config`, `LISTEN` or `COMMIT AND
+/// CHAIN` behind a plain `SELECT`, so every used connection is reset, as
+/// poolers do (pgbouncer's `server_reset_query`). One round trip, after the
+/// guest is done, off its request's path. `DISCARD ALL` minus `DEALLOCATE
+/// ALL`: the host's own prepared statements stay (see [`Connection::prepared`]).
+const SESSION_RESET: &str = "ROLLBACK; CLOSE ALL; RESET ROLE; RESET ALL; UNLISTEN *; \
+                             DISCARD TEMP; DISCARD SEQUENCES";
 
 impl Drop for Connection {
     fn drop(&mut self) {
@@ -423,22 +437,34 @@ impl Drop for Connection {
         if self.broken {
             return; // dropped: closed
         }
-        if !self.transaction_open && !self.session_dirty {
+        if !self.used {
             self.pool.release(conn); // back to the pool as it is
             return;
         }
-        // Clean up before anyone else gets this connection: roll back an open
-        // transaction, reset what the guest SET. If that fails, the
-        // connection is closed instead of returned.
-        let (rollback, reset) = (self.transaction_open, self.session_dirty);
+        // Clean up before anyone else gets this connection (see
+        // `SESSION_RESET`). If that fails, the connection is closed instead
+        // of returned.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let pool = self.pool.clone();
+        let (prepared, external) = (self.prepared, self.external);
         runtime.spawn(async move {
-            let rolled_back = !rollback || conn.execute("ROLLBACK").await.is_ok();
-            let reset = !reset || conn.execute("RESET ALL").await.is_ok();
-            if rolled_back && reset {
+            let mut reset = SESSION_RESET.to_owned();
+            if external {
+                // Managed roles cannot take advisory locks at all.
+                reset.push_str("; SELECT pg_advisory_unlock_all()");
+            }
+            if prepared {
+                reset.push_str("; DEALLOCATE ALL");
+            }
+            let done = sqlx::raw_sql(sqlx::AssertSqlSafe(reset))
+                .execute(&mut *conn)
+                .await
+                .is_ok();
+            // The server forgot every prepared statement: so must the cache.
+            let cache = !prepared || conn.clear_cached_statements().await.is_ok();
+            if done && cache {
                 pool.release(conn);
             }
         });
@@ -503,6 +529,7 @@ impl bindings::HostConnection for DatabaseView<'_> {
             Err(err) => return Ok(Err(err)),
         };
         let databases = &self.ctx.databases;
+        let key_is_external = key.external.is_some();
         let pool = databases.pool(key, &options);
         let deadline = Instant::now() + databases.config.acquire_timeout;
         let conn = match databases.pools.acquire(&pool, deadline).await {
@@ -513,8 +540,9 @@ impl bindings::HostConnection for DatabaseView<'_> {
             conn: Some(conn),
             pool,
             limits: databases.limits.clone(),
-            transaction_open: false,
-            session_dirty: false,
+            used: false,
+            prepared: false,
+            external: key_is_external,
             broken: false,
         };
         Ok(Ok(self.table.push(connection)?))
