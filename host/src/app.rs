@@ -155,6 +155,9 @@ pub struct Owner {
     /// ... and the state that enforces its concurrency and request rate,
     /// shared by all its apps.
     pub quota: Option<Arc<crate::platform::quota::Quota>>,
+    /// Where what its apps own outside the process is recorded before it is
+    /// made (`trellis serve`).
+    pub ledger: Option<Arc<dyn crate::tenancy::Ledger>>,
 }
 
 impl Owner {
@@ -296,7 +299,23 @@ impl App {
             check_tenant_policy(&runtime, manifest, &variables)?;
         }
 
+        let mut plans = HashMap::new();
+        for component in manifest.components.values() {
+            let plan = plan_component(&runtime, manifest, &owner, component, &variables)
+                .with_context(|| format!("component `{}`", component.id))?;
+            plans.insert(component.id.clone(), plan);
+        }
         let router = Router::build(&manifest.application.http_base, manifest.http_routes())?;
+        // Recorded before anything is made, so whatever this load leaves
+        // behind, however it ends, can be found and removed.
+        if let Some(ledger) = &owner.ledger {
+            for resource in resources(manifest, &owner) {
+                ledger
+                    .record(&manifest.application.name, &resource)
+                    .await
+                    .context("recording what the app owns")?;
+            }
+        }
         let serves_health = ["/health", "/health/ready"]
             .iter()
             .all(|path| router.route(path).is_none_or(|m| m.raw_route() == "/..."));
@@ -350,8 +369,11 @@ impl App {
             let linked = prepared
                 .remove(&component.id)
                 .context("component prepared twice")?;
+            let plan = plans
+                .remove(&component.id)
+                .context("component planned twice")?;
             let (loaded, outbox) = load_component(
-                &runtime, manifest, &owner, component, linked, &variables, messaging,
+                &runtime, manifest, &owner, component, linked, plan, messaging,
             )
             .await
             .with_context(|| format!("component `{}`", component.id))?;
@@ -721,15 +743,25 @@ pub fn check_exports(manifest: &AppManifest, linked: &HashMap<String, Linked>) -
     Ok(())
 }
 
-async fn load_component(
-    runtime: &Arc<Runtime>,
+/// What a component needs that can be checked without touching a database
+/// or the broker: worked out for every component before anything is
+/// provisioned, so an app refused for a bad file or limit leaves nothing.
+struct ComponentPlan {
+    memory_limit: u64,
+    allowed_hosts: Arc<AllowedHosts>,
+    files: Vec<Mount>,
+    /// Each managed database's migrations, read and checked.
+    migrations: HashMap<String, Vec<database::managed::Migration>>,
+    variables: ComponentVariables,
+}
+
+fn plan_component(
+    runtime: &Runtime,
     manifest: &AppManifest,
     owner: &Owner,
     component: &manifest::Component,
-    linked: Linked,
     variables: &AppVariables,
-    messaging: Arc<ComponentMessaging>,
-) -> Result<(AppComponent, Vec<Outbox>)> {
+) -> Result<ComponentPlan> {
     let config = &runtime.config;
     let settings = &component.trellis;
     let mut memory_limit = settings
@@ -746,9 +778,88 @@ async fn load_component(
             pool_max >> 20
         );
     }
-
     let allowed_hosts = Arc::new(allowed_hosts(component, variables)?);
-    let (managed, outbox_dbs) = provision_databases(runtime, manifest, owner, component).await?;
+    let mut files = Vec::new();
+    for mount in &component.files {
+        let source = manifest::inside_app_dir(&manifest.dir, &mount.source, "files")?;
+        if !source.is_dir() {
+            bail!(
+                "files: `{}` is not a directory (trellis mounts directories read-only)",
+                mount.source.display()
+            );
+        }
+        files.push(Mount {
+            host_path: source,
+            guest_path: mount.destination.clone(),
+        });
+    }
+    let mut migrations = HashMap::new();
+    for (name, db) in &settings.databases {
+        if let Some(dir) = &db.migrations {
+            let dir = manifest::inside_app_dir(&manifest.dir, dir, "migrations")?;
+            migrations.insert(name.clone(), database::managed::read_migrations(&dir)?);
+        }
+    }
+    Ok(ComponentPlan {
+        memory_limit,
+        allowed_hosts,
+        files,
+        migrations,
+        variables: variables.component(component)?,
+    })
+}
+
+/// Everything `manifest` would own outside the process as `owner`'s app:
+/// what a ledger records before provisioning, and what cleanup removes.
+pub fn resources(manifest: &AppManifest, owner: &Owner) -> Vec<crate::tenancy::Resource> {
+    use crate::tenancy::Resource;
+    let app = &manifest.application.name;
+    let mut all = Vec::new();
+    for component in manifest.components.values() {
+        for name in component.trellis.databases.keys() {
+            all.push(Resource::Schema {
+                schema: owner.database_identifier(app, &component.id, name),
+            });
+        }
+    }
+    let (exchange, consumers) = amqp_plan(manifest, owner);
+    let mut exchanges = vec![exchange];
+    for consumer in consumers {
+        exchanges.push(consumer.spec.exchange.clone());
+        all.push(Resource::Queue {
+            spec: consumer.spec.clone(),
+        });
+    }
+    exchanges.sort();
+    exchanges.dedup();
+    all.extend(
+        exchanges
+            .into_iter()
+            .map(|exchange| Resource::Exchange { exchange }),
+    );
+    all
+}
+
+async fn load_component(
+    runtime: &Arc<Runtime>,
+    manifest: &AppManifest,
+    owner: &Owner,
+    component: &manifest::Component,
+    linked: Linked,
+    plan: ComponentPlan,
+    messaging: Arc<ComponentMessaging>,
+) -> Result<(AppComponent, Vec<Outbox>)> {
+    let config = &runtime.config;
+    let settings = &component.trellis;
+    let ComponentPlan {
+        memory_limit,
+        allowed_hosts,
+        files,
+        migrations,
+        variables: component_variables,
+    } = plan;
+    let (managed, outbox_dbs) =
+        provision_databases(runtime, manifest, owner, component, migrations).await?;
     let outboxes = outbox_dbs
         .into_iter()
         .map(|db| Outbox {
@@ -756,6 +867,7 @@ async fn load_component(
             schema: db.outbox_schema(),
             options: runtime.databases.admin.clone(),
             messaging: messaging.clone(),
+            writer: db.role.clone(),
         })
         .collect();
     let databases = Arc::new(ComponentDatabases {
@@ -771,21 +883,6 @@ async fn load_component(
         .into(),
     });
 
-    let mut files = Vec::new();
-    for mount in &component.files {
-        let source = manifest::inside_app_dir(&manifest.dir, &mount.source, "files")?;
-        if !source.is_dir() {
-            bail!(
-                "files: `{}` is not a directory (trellis mounts directories read-only)",
-                mount.source.display()
-            );
-        }
-        files.push(Mount {
-            host_path: source,
-            guest_path: mount.destination.clone(),
-        });
-    }
-
     let loaded = AppComponent {
         output: Arc::default(),
         labels: crate::metrics::ComponentLabels {
@@ -797,7 +894,7 @@ async fn load_component(
         pre: linked.pre,
         handler: linked.handler,
         messaging,
-        variables: variables.component(component)?,
+        variables: component_variables,
         environment: component
             .environment
             .iter()
@@ -834,6 +931,7 @@ async fn provision_databases(
     manifest: &AppManifest,
     owner: &Owner,
     component: &manifest::Component,
+    mut migrations: HashMap<String, Vec<database::managed::Migration>>,
 ) -> Result<(
     HashMap<String, sqlx::postgres::PgConnectOptions>,
     Vec<database::managed::ManagedDatabase>,
@@ -860,9 +958,7 @@ async fn provision_databases(
                 .await
                 .with_context(|| format!("creating the outbox of managed database `{name}`"))?;
         }
-        if let Some(dir) = &settings.migrations {
-            let dir = manifest::inside_app_dir(&manifest.dir, dir, "migrations")?;
-            let migrations = database::managed::read_migrations(&dir)?;
+        if let Some(migrations) = migrations.remove(name) {
             let applied = database::managed::migrate(&databases.admin, &db, &migrations)
                 .await
                 .with_context(|| format!("migrating managed database `{name}`"))?;

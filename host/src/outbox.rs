@@ -219,6 +219,9 @@ pub struct Outbox {
     pub options: PgConnectOptions,
     /// Where rows go, and which routing keys the component may use.
     pub messaging: Arc<ComponentMessaging>,
+    /// The component's role: the only one (besides the admin) whose
+    /// notifications wake this relay.
+    pub writer: String,
 }
 
 impl Outbox {
@@ -233,7 +236,9 @@ pub async fn run(outbox: Arc<Outbox>, broker: Arc<Broker>, wakeups: Arc<Wakeups>
     // Subscribed (and the shared listener listening) before the first
     // drain: a commit after this is either drained or notified. Subscribing
     // also has the outbox swept, which wakes this relay if rows are waiting.
-    let wake = wakeups.subscribe(&outbox.schema, &outbox.messaging).await;
+    let wake = wakeups
+        .subscribe(&outbox.schema, &outbox.writer, &outbox.messaging)
+        .await;
     // While the database is away the relay retries ever less often (1 s
     // doubling to 5 s), so an outage does not flood the log, and resumes
     // within seconds of the database coming back.
@@ -342,6 +347,9 @@ pub struct Wakeups {
     sweeper: OnceLock<tokio::task::JoinHandle<()>>,
     /// Where each schema's backlog is reported, as sweeps count it.
     backlogs: std::sync::Mutex<HashMap<String, Arc<ComponentMessaging>>>,
+    /// Each schema's writer role (see [`crate::notifiers`]): a notification
+    /// naming the schema from anyone else is forged, and wakes nobody.
+    writers: std::sync::Mutex<HashMap<String, String>>,
 }
 
 #[derive(Default)]
@@ -363,6 +371,7 @@ impl Wakeups {
             sweep_now: Notify::new(),
             sweeper: OnceLock::new(),
             backlogs: std::sync::Mutex::default(),
+            writers: std::sync::Mutex::default(),
         })
     }
 
@@ -372,9 +381,14 @@ impl Wakeups {
     pub async fn subscribe(
         self: &Arc<Self>,
         schema: &str,
+        writer: &str,
         messaging: &Arc<ComponentMessaging>,
     ) -> Arc<Notify> {
         let wake = Arc::new(Notify::new());
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(schema.to_owned(), writer.to_owned());
         self.backlogs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -510,9 +524,27 @@ impl Wakeups {
         self.listening.send_replace(true);
         // Whatever was committed while nobody listened.
         self.request_sweep(None);
+        let mut notifiers = crate::notifiers::Notifiers::default();
+        let admin = self.options.get_username().to_owned();
         loop {
             match listener.try_recv().await? {
-                Some(notification) => self.wake(notification.payload()),
+                Some(notification) => {
+                    let schema = notification.payload();
+                    let writer = self
+                        .writers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(schema)
+                        .cloned();
+                    let Some(writer) = writer else { continue };
+                    let pid = notification.process_id();
+                    match notifiers.role_of(&mut listener, pid).await {
+                        Some(role) if role != writer && role != admin => {
+                            tracing::debug!(%schema, %role, pid, "forged outbox notification ignored");
+                        }
+                        _ => self.wake(schema),
+                    }
+                }
                 // Reconnected: notifications may have been lost meanwhile.
                 None => self.request_sweep(None),
             }

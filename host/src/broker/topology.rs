@@ -39,7 +39,7 @@ const DELIVERY_LIMIT: i64 = 50;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 
 /// A consumer's queue and how failed messages are handled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueueSpec {
     pub queue: String,
     /// The exchange to bind to (the trigger's or the app's).

@@ -1,95 +1,174 @@
-//! What deleting a tenant removes outside the store: the schemas and roles
-//! of its managed databases, and its queues and exchanges.
+//! What a tenant's apps own outside the store — the schemas and roles of
+//! their managed databases, their queues and exchanges — removed when the
+//! tenant is deleted, and after a refused deployment.
+//!
+//! The ledger (`trellis_platform.resources`, see [`crate::tenancy`]) says
+//! what was ever made, recorded before it was made; the stored manifests say
+//! what is in use. Apps deployed before the ledger existed are covered by
+//! their manifests.
 
 use std::path::Path;
 
-use sqlx::{Connection as _, PgConnection};
-
+use super::names::AppKey;
 use super::registry::Platform;
 use super::store::AppRecord;
-use crate::app::{Owner, amqp_plan};
+use crate::app::Owner;
 use crate::capabilities::database::managed;
 use crate::manifest;
+use crate::tenancy::Resource;
 
-/// Drops what `apps` of `tenant` owned; returns the names removed. A failure
-/// is logged and the rest still goes: the tenant is gone from the store, so
-/// nothing would retry.
+/// Drops everything `tenant`'s apps own; returns the names removed. A
+/// failure is logged and the rest still goes: the tenant is gone from the
+/// store, so nothing would retry (its ledger entries stay for a later
+/// delete of a tenant of the same name to find).
 pub async fn remove_tenant_resources(
     platform: &Platform,
     tenant: &str,
     apps: &[AppRecord],
 ) -> Vec<String> {
     let owner = Owner::tenant(tenant);
+    let mut all: Vec<(String, Resource)> = match platform.store.resources(tenant, None, None).await
+    {
+        Ok(recorded) => recorded,
+        Err(err) => {
+            tracing::warn!(%tenant, "cannot read what the tenant's apps own: {err}");
+            Vec::new()
+        }
+    };
+    for record in apps {
+        if let Some(manifest) = parse(record) {
+            let app = record.key.app.clone();
+            all.extend(
+                crate::app::resources(&manifest, &owner)
+                    .into_iter()
+                    .map(|r| (app.clone(), r)),
+            );
+        }
+    }
+    remove(platform, tenant, all).await
+}
+
+/// After a refused deployment of `key` that began at `since` (the store's
+/// clock): drops what the attempt recorded first that no stored app of the
+/// tenant uses. What earlier deployments made stays, used or not.
+pub async fn remove_unused(
+    platform: &Platform,
+    key: &AppKey,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    let tenant = &key.tenant;
+    let recorded = match platform
+        .store
+        .resources(tenant, Some(&key.app), Some(since))
+        .await
+    {
+        Ok(recorded) => recorded,
+        Err(err) => {
+            tracing::warn!(app = %key, "cannot read what the app owns: {err}");
+            return Vec::new();
+        }
+    };
+    if recorded.is_empty() {
+        return Vec::new();
+    }
+    // In use: by any stored app of the tenant (two apps may share an
+    // exchange or a queue by name).
+    let owner = Owner::tenant(tenant);
+    let mut in_use = Vec::new();
+    let keys = match platform.store.apps_of(tenant).await {
+        Ok(keys) => keys,
+        Err(err) => {
+            tracing::warn!(app = %key, "cannot list the tenant's apps: {err}");
+            return Vec::new();
+        }
+    };
+    for other in keys {
+        match platform.store.app(&other).await {
+            Ok(Some(record)) => {
+                if let Some(manifest) = parse(&record) {
+                    in_use.extend(crate::app::resources(&manifest, &owner));
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(app = %other, "cannot read the app: {err}; keeping what it may use");
+                return Vec::new();
+            }
+        }
+    }
+    let unused: Vec<(String, Resource)> = recorded
+        .into_iter()
+        .filter(|(_, resource)| !in_use.iter().any(|used| used.key() == resource.key()))
+        .collect();
+    remove(platform, tenant, unused).await
+}
+
+fn parse(record: &AppRecord) -> Option<manifest::AppManifest> {
+    // The path only names the manifest in messages; nothing is read.
+    match manifest::parse(&record.manifest, Path::new("spin.toml")) {
+        Ok(manifest) => Some(manifest),
+        Err(err) => {
+            tracing::warn!(app = %record.key, "cannot read the manifest to clean up: {err}");
+            None
+        }
+    }
+}
+
+/// Removes `resources` (of `tenant`'s apps, named), forgetting each one that
+/// went; the names removed.
+async fn remove(
+    platform: &Platform,
+    tenant: &str,
+    resources: Vec<(String, Resource)>,
+) -> Vec<String> {
     let runtime = &platform.runtime;
     let admin = &runtime.databases.admin;
     let database = admin.get_database().unwrap_or("postgres").to_owned();
     let mut removed = Vec::new();
-    for record in apps {
-        // The path only names the manifest in messages; nothing is read.
-        let manifest = match manifest::parse(&record.manifest, Path::new("spin.toml")) {
-            Ok(manifest) => manifest,
-            Err(err) => {
-                tracing::warn!(app = %record.key, "cannot read the manifest to clean up: {err}");
-                continue;
-            }
-        };
-        for component in manifest.components.values() {
-            for name in component.trellis.databases.keys() {
-                let schema = owner.database_identifier(&record.key.app, &component.id, name);
-                let role = managed::role_name(&schema, &database);
-                match drop_schema_and_role(admin, &schema, &role).await {
+    let mut specs = Vec::new();
+    let mut exchanges = Vec::new();
+    let mut seen = Vec::new();
+    for (_, resource) in &resources {
+        if seen.contains(&resource.key()) {
+            continue;
+        }
+        seen.push(resource.key());
+        match resource {
+            Resource::Schema { schema } => {
+                let role = managed::role_name(schema, &database);
+                match managed::drop_schema_and_role(admin, schema, &role).await {
                     Ok(()) => removed.extend([format!("schema {schema}"), format!("role {role}")]),
-                    Err(err) => tracing::warn!(%schema, "cannot drop the schema and role: {err}"),
+                    Err(err) => {
+                        tracing::warn!(%schema, "cannot drop the schema and role: {err}");
+                        continue;
+                    }
                 }
             }
+            Resource::Queue { spec } => specs.push(spec.clone()),
+            Resource::Exchange { exchange } => exchanges.push(exchange.clone()),
         }
-        let (exchange, consumers) = amqp_plan(&manifest, &owner);
-        let specs: Vec<_> = consumers.iter().map(|c| c.spec.clone()).collect();
-        let mut exchanges = vec![exchange];
-        exchanges.extend(specs.iter().map(|s| s.exchange.clone()));
-        exchanges.sort();
-        exchanges.dedup();
+    }
+    if !specs.is_empty() || !exchanges.is_empty() {
         let broker = runtime.brokers.get(&runtime.config.amqp_url);
-        if broker.is_connected() || !specs.is_empty() {
-            removed.extend(
-                broker
-                    .delete(&specs, &exchanges)
-                    .await
-                    .into_iter()
-                    .map(|name| format!("broker {name}")),
-            );
+        removed.extend(
+            broker
+                .delete(&specs, &exchanges)
+                .await
+                .into_iter()
+                .map(|name| format!("broker {name}")),
+        );
+    }
+    // Forgotten once the removal was tried: a broker that was away keeps its
+    // queues until the operator removes them, and says so in the log.
+    for (app, resource) in &resources {
+        if let Resource::Schema { schema } = resource
+            && !removed.iter().any(|r| r == &format!("schema {schema}"))
+        {
+            continue;
+        }
+        if let Err(err) = platform.store.forget_resource(tenant, app, resource).await {
+            tracing::warn!(%tenant, %app, "cannot forget a removed resource: {err}");
         }
     }
     removed
-}
-
-async fn drop_schema_and_role(
-    admin: &sqlx::postgres::PgConnectOptions,
-    schema: &str,
-    role: &str,
-) -> Result<(), sqlx::Error> {
-    let mut conn = PgConnection::connect_with(admin).await?;
-    let quote = |ident: &str| format!("\"{}\"", ident.replace('"', "\"\""));
-    let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
-    // Identifiers come from `tenant_identifier`, but are quoted all the same.
-    // The role holds privileges on the database (CONNECT) as well as its
-    // schema: DROP OWNED BY revokes those before the role can go.
-    let sql = format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE;
-         DROP SCHEMA IF EXISTS {outbox} CASCADE;
-         DO $$ BEGIN
-             IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN
-                 EXECUTE 'DROP OWNED BY ' || quote_ident({name});
-                 EXECUTE 'DROP ROLE ' || quote_ident({name});
-             END IF;
-         END $$;",
-        schema = quote(schema),
-        outbox = quote(&managed::outbox_schema(schema)),
-        name = literal(role)
-    );
-    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut conn)
-        .await;
-    let _ = conn.close().await;
-    result.map(|_| ())
 }

@@ -35,6 +35,30 @@ enum Route {
     Suspended,
 }
 
+/// Most distinct changes waiting to apply; more turn into one resync.
+const MAX_PENDING_CHANGES: usize = 1024;
+
+/// Changes announced and not yet applied: apps (`tenant/app`) or tenants.
+#[derive(Default)]
+struct PendingChanges {
+    payloads: std::collections::BTreeSet<String>,
+    overflowed: bool,
+}
+
+impl PendingChanges {
+    fn add(&mut self, payload: &str) {
+        if self.overflowed || self.payloads.contains(payload) {
+            return;
+        }
+        if self.payloads.len() >= MAX_PENDING_CHANGES {
+            self.payloads.clear();
+            self.overflowed = true;
+            return;
+        }
+        self.payloads.insert(payload.to_owned());
+    }
+}
+
 /// An app this host runs: what it was built from and its background tasks.
 struct Running {
     /// What the app was built from.
@@ -146,11 +170,30 @@ impl Platform {
         let started = Instant::now();
         let lock = self.lock_of(&candidate.key);
         let mut running = lock.lock().await;
-        let app = self
-            .rebuild(running.as_ref(), candidate)
+        // What this attempt records from now on is its own to undo.
+        let since = self
+            .store
+            .now()
             .await
-            .map_err(DeployError::Invalid)?;
-        let stored = commit().await.map_err(DeployError::Refused)?;
+            .map_err(|err| DeployError::Invalid(err.into()))?;
+        let app = match self.rebuild(running.as_ref(), candidate).await {
+            Ok(app) => app,
+            Err(err) => {
+                // A refused deployment leaves nothing it made.
+                super::cleanup::remove_unused(self, &candidate.key, since).await;
+                return Err(DeployError::Invalid(err));
+            }
+        };
+        let stored = match commit().await {
+            Ok(stored) => stored,
+            Err(refusal) => {
+                // Built, never started: its consumers and relays start when
+                // it is swapped in.
+                drop(app);
+                super::cleanup::remove_unused(self, &candidate.key, since).await;
+                return Err(DeployError::Refused(refusal));
+            }
+        };
         self.swap_in(&stored.key, &mut running, &stored, app);
         Ok(Applied {
             revision: stored.revision,
@@ -162,6 +205,10 @@ impl Platform {
     /// revision, routes a suspended tenant's app to `503`, or unloads an app
     /// that is gone.
     pub async fn reload(&self, key: &AppKey) {
+        // A name neither this host nor the store knows leaves no trace.
+        if !self.locks_guard().contains_key(key) && matches!(self.store.app(key).await, Ok(None)) {
+            return;
+        }
         let lock = self.lock_of(key);
         let mut running = lock.lock().await;
         let record = match self.store.app(key).await {
@@ -285,6 +332,7 @@ impl Platform {
         let owner = Owner {
             limits: record.limits.clone(),
             quota: Some(self.quota_of(&record.key.tenant, &record.limits)),
+            ledger: Some(self.store.ledger(&record.key.tenant)),
             ..Owner::tenant(&record.key.tenant)
         };
         App::load_owned(self.runtime.clone(), &manifest, owner, move |env| {
@@ -425,20 +473,35 @@ impl Platform {
 
     /// Applies every change announced on the store's channel; after a lost
     /// connection, reconnects and resynchronises everything.
+    ///
+    /// Anyone connected to the database can `NOTIFY` on the channel (a
+    /// tenant's SQL too), so a notification counts only from the admin's
+    /// role (see [`crate::notifiers`]), and changes are coalesced: one
+    /// reload per app however often it is named, at most
+    /// [`MAX_PENDING_CHANGES`] apps waiting (past that, one resync).
     async fn follow(self: Arc<Self>, mut listener: PgListener) {
         let mut retry = Duration::from_millis(100);
+        let mut notifiers = crate::notifiers::Notifiers::default();
+        let admin = self.store.options().get_username().to_owned();
+        let pending = Arc::new(std::sync::Mutex::new(PendingChanges::default()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(self.clone().apply_changes(pending.clone(), wake.clone()));
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
                     retry = Duration::from_millis(100);
-                    let payload = notification.payload().to_owned();
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        match AppKey::parse(&payload) {
-                            Some(key) => this.reload(&key).await,
-                            None => this.reload_tenant(&payload).await,
-                        }
-                    });
+                    let pid = notification.process_id();
+                    if let Some(role) = notifiers.role_of(&mut listener, pid).await
+                        && role != admin
+                    {
+                        tracing::debug!(%role, pid, "forged platform notification ignored");
+                        continue;
+                    }
+                    pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .add(notification.payload());
+                    wake.notify_one();
                 }
                 // The connection was lost and re-established: anything may
                 // have changed meanwhile.
@@ -456,6 +519,34 @@ impl Platform {
                     }
                 }
             }
+        }
+    }
+
+    /// Applies the changes [`Platform::follow`] collects, a batch at a time
+    /// (the apps of a batch in parallel).
+    async fn apply_changes(
+        self: Arc<Self>,
+        pending: Arc<std::sync::Mutex<PendingChanges>>,
+        wake: Arc<tokio::sync::Notify>,
+    ) {
+        loop {
+            wake.notified().await;
+            let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
+            if batch.overflowed {
+                tracing::warn!("platform changes came faster than they apply; resynchronising");
+                self.resync().await;
+                continue;
+            }
+            futures::future::join_all(batch.payloads.iter().map(|payload| {
+                let this = self.clone();
+                async move {
+                    match AppKey::parse(payload) {
+                        Some(key) => this.reload(&key).await,
+                        None => this.reload_tenant(payload).await,
+                    }
+                }
+            }))
+            .await;
         }
     }
 

@@ -51,6 +51,17 @@ CREATE TABLE IF NOT EXISTS trellis_platform.versions (
     PRIMARY KEY (tenant, app, component, version),
     FOREIGN KEY (tenant, app) REFERENCES trellis_platform.apps ON DELETE CASCADE
 );
+-- What tenants' apps own outside the store (schemas, queues, exchanges),
+-- recorded before it is made; outlives the tenant's row until cleaned up.
+CREATE TABLE IF NOT EXISTS trellis_platform.resources (
+    tenant text NOT NULL,
+    app text NOT NULL,
+    kind text NOT NULL,
+    name text NOT NULL,
+    resource jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, app, kind, name)
+);
 CREATE TABLE IF NOT EXISTS trellis_platform.active (
     tenant text NOT NULL,
     app text NOT NULL,
@@ -128,6 +139,37 @@ pub enum Refusal {
     Variables(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+/// [`crate::tenancy::Ledger`] in `trellis_platform.resources`.
+#[derive(Debug)]
+struct StoreLedger {
+    pool: PgPool,
+    tenant: String,
+}
+
+impl crate::tenancy::Ledger for StoreLedger {
+    fn record<'a>(
+        &'a self,
+        app: &'a str,
+        resource: &'a crate::tenancy::Resource,
+    ) -> crate::tenancy::BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (kind, name) = resource.key();
+            sqlx::query(
+                "INSERT INTO trellis_platform.resources (tenant, app, kind, name, resource) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, app, kind, name) DO NOTHING",
+            )
+            .bind(&self.tenant)
+            .bind(app)
+            .bind(kind)
+            .bind(name)
+            .bind(serde_json::to_value(resource)?)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
 }
 
 pub struct Store {
@@ -293,6 +335,72 @@ impl Store {
         notify(&mut tx, name).await?;
         tx.commit().await?;
         Ok(records)
+    }
+
+    /// The ledger of `tenant`'s apps' resources, for loading them.
+    pub fn ledger(&self, tenant: &str) -> std::sync::Arc<dyn crate::tenancy::Ledger> {
+        std::sync::Arc::new(StoreLedger {
+            pool: self.pool.clone(),
+            tenant: tenant.to_owned(),
+        })
+    }
+
+    /// The database's clock, to tell what is recorded from now on.
+    pub async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>, Refusal> {
+        Ok(sqlx::query_scalar("SELECT now()")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// What `tenant`'s apps (or, with `app`, that one) were recorded to own
+    /// (with `since`, recorded first at or after it).
+    pub async fn resources(
+        &self,
+        tenant: &str,
+        app: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<(String, crate::tenancy::Resource)>, Refusal> {
+        let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT app, resource FROM trellis_platform.resources \
+             WHERE tenant = $1 AND ($2::text IS NULL OR app = $2) \
+             AND ($3::timestamptz IS NULL OR recorded_at >= $3) ORDER BY app, kind, name",
+        )
+        .bind(tenant)
+        .bind(app)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(app, json)| match serde_json::from_value(json) {
+                Ok(resource) => Some((app, resource)),
+                Err(err) => {
+                    tracing::warn!(%tenant, %app, "unreadable resource record: {err}");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Forgets a resource once it is gone.
+    pub async fn forget_resource(
+        &self,
+        tenant: &str,
+        app: &str,
+        resource: &crate::tenancy::Resource,
+    ) -> Result<(), Refusal> {
+        let (kind, name) = resource.key();
+        sqlx::query(
+            "DELETE FROM trellis_platform.resources \
+             WHERE tenant = $1 AND app = $2 AND kind = $3 AND name = $4",
+        )
+        .bind(tenant)
+        .bind(app)
+        .bind(kind)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn has_blob(&self, digest: &str) -> Result<bool, Refusal> {

@@ -425,3 +425,96 @@ async fn a_tenants_role_is_bounded_in_disk_and_connections() {
     );
     assert_eq!(limit, "5");
 }
+
+/// `NOTIFY` takes no privilege: a tenant named a neighbour's outbox on the
+/// outbox channel, over and over, and the host woke the neighbour's relay
+/// each time (a connection and a scan of its table per forged message).
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_notifications_wake_nobody() {
+    let env = Env::new("hostile_notify");
+    let host = env.host();
+    let shop = trellis_tests::shop_app();
+    host.cli(&["tenant", "create", "acme"]);
+    host.deploy("acme", &shop);
+    let probe = dbtest_app("probe", "", "[component.db.tool.trellis.databases.data]\n");
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &probe);
+    let outbox = trellis_tests::psql(
+        &env.db.name,
+        "SELECT schemaname FROM pg_tables WHERE tablename = '_trellis_outbox' \
+         AND schemaname LIKE 'o\\_acme\\_shop\\_order\\_%'",
+    );
+    assert!(!outbox.is_empty());
+    // How often the relay (or anyone) read acme's outbox.
+    let scans = || -> i64 {
+        trellis_tests::psql(
+            &env.db.name,
+            &format!(
+                "SELECT pg_stat_clear_snapshot(); SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) \
+                 FROM pg_stat_user_tables WHERE schemaname = '{outbox}' AND relname = '_trellis_outbox'"
+            ),
+        )
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .expect("a scan count")
+    };
+    // Quiet: the start-up sweep is done and counted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = scans();
+
+    // One notification per statement (each its own transaction), on both
+    // of the host's channels.
+    let forged: Vec<String> = (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("SELECT pg_notify('trellis_outbox', '{outbox}')::text")
+            } else {
+                format!("SELECT pg_notify('trellis_platform', 'acme/forged{i}')::text")
+            }
+        })
+        .collect();
+    let steps: Vec<&str> = forged.iter().map(String::as_str).collect();
+    for _ in 0..5 {
+        let answer = guest_sql(
+            &host,
+            "probe.evil.localhost",
+            "postgres://trellis.internal/data",
+            &steps,
+        )
+        .await;
+        assert!(answer["results"][0].get("error").is_none(), "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Statistics reach the server's views within a second or so.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let woken = scans() - before;
+    assert!(
+        woken <= 2,
+        "acme's relay read its outbox {woken} times for forged wake-ups"
+    );
+
+    // The neighbour's real work still wakes its relay at once.
+    let user = host
+        .post(
+            "shop.acme.localhost",
+            "/users",
+            &serde_json::json!({"email": "ann@acme.test", "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(user.status, 201, "{}", user.text);
+    let order = host
+        .post(
+            "shop.acme.localhost",
+            "/orders",
+            &serde_json::json!({"user_id": 1, "product_name": "anvil", "amount": 1500}),
+        )
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    wait_for("acme's order paid", async || {
+        host.get("shop.acme.localhost", "/orders/1").await.body["status"] == "paid"
+    })
+    .await;
+}

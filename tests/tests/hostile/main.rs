@@ -9,6 +9,7 @@
 
 mod database;
 mod files;
+mod lifecycle;
 mod network;
 
 use serde_json::{Value, json};
@@ -28,6 +29,17 @@ pub fn own_hostname() -> String {
 /// Runs SQL steps through tenant `tenant`'s `dbtest` component (routed at
 /// `/db/...` of app `app`) on a connection to `address`; the guest's answer.
 pub async fn guest_sql(host: &Host, app_host: &str, address: &str, steps: &[&str]) -> Value {
+    guest_sql_at(host, app_host, "/db/sql", address, steps).await
+}
+
+/// [`guest_sql`] through a `dbtest` routed elsewhere (`path`: its `/sql`).
+pub async fn guest_sql_at(
+    host: &Host,
+    app_host: &str,
+    path: &str,
+    address: &str,
+    steps: &[&str],
+) -> Value {
     let steps: Vec<Value> = steps
         .iter()
         .map(|sql| json!({"op": "query", "sql": sql, "params": []}))
@@ -35,7 +47,7 @@ pub async fn guest_sql(host: &Host, app_host: &str, address: &str, steps: &[&str
     let answer = host
         .post(
             app_host,
-            "/db/sql",
+            path,
             &json!({"address": address, "steps": steps, "trap_after": false}),
         )
         .await;

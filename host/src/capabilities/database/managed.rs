@@ -319,6 +319,33 @@ async fn provision_once(
     tx.commit().await
 }
 
+/// Drops a managed database: its schema, its outbox's schema and its role
+/// (with the privileges it holds elsewhere, e.g. `CONNECT`). Nothing of the
+/// tenant's runs: `DROP` fires no trigger a tenant can create.
+pub async fn drop_schema_and_role(
+    admin: &PgConnectOptions,
+    schema: &str,
+    role: &str,
+) -> Result<(), sqlx::Error> {
+    let mut conn = PgConnection::connect_with(admin).await?;
+    let sql = format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE;
+         DROP SCHEMA IF EXISTS {outbox} CASCADE;
+         DO $$ BEGIN
+             IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {name}) THEN
+                 EXECUTE 'DROP OWNED BY ' || quote_ident({name});
+                 EXECUTE 'DROP ROLE ' || quote_ident({name});
+             END IF;
+         END $$;",
+        schema = quote_ident(schema),
+        outbox = quote_ident(&outbox_schema(schema)),
+        name = quote_literal(role)
+    );
+    let result = run(&mut conn, sql).await;
+    let _ = conn.close().await;
+    result
+}
+
 /// Creates the physical database `admin` names if it does not exist yet
 /// (connecting to the server's `postgres` database to do so).
 pub async fn ensure_database(admin: &PgConnectOptions) -> Result<()> {
