@@ -39,4 +39,5 @@ pub mod routing;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;
+pub mod tls;
 pub mod triggers;

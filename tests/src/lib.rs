@@ -184,9 +184,11 @@ impl Trellis {
                     } else {
                         sent = tx.send((addr, None, metrics.clone())).is_ok();
                     }
-                } else if let (Some(addr), Some(admin)) =
-                    (&public, line.strip_prefix("Admin API http://"))
-                {
+                } else if let (Some(addr), Some(admin)) = (
+                    &public,
+                    line.strip_prefix("Admin API http://")
+                        .or_else(|| line.strip_prefix("Admin API https://")),
+                ) {
                     sent = tx
                         .send((addr.clone(), Some(admin.trim().to_string()), None))
                         .is_ok();
@@ -932,4 +934,79 @@ pub fn assert_recent_utc(created_at: &str) {
         (created - now).abs() < 300,
         "{created_at} is not now ({now} s since the epoch)"
     );
+}
+
+/// A private CA and a certificate it signed for 127.0.0.1, made with the
+/// openssl CLI: `ca.pem`, `server.pem` and `server.key` in the directory.
+pub fn certificates() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(
+        dir.path().join("server.ext"),
+        "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n\
+         extendedKeyUsage = serverAuth\n",
+    )
+    .expect("write the extensions");
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=trellis test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    ];
+    for args in steps {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    dir
 }

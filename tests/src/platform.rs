@@ -38,6 +38,11 @@ impl Env {
 
     /// [`Env::host`] with more `trellis serve` arguments.
     pub fn host_with(&self, extra: &[&str]) -> Host {
+        self.host_with_env(extra, &[])
+    }
+
+    /// [`Env::host_with`] with environment variables for the host.
+    pub fn host_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Host {
         let state = tempfile::tempdir().expect("state dir");
         let state_dir = state.path().display().to_string();
         let mut args = vec![
@@ -55,8 +60,8 @@ impl Env {
         args.extend_from_slice(extra);
         let trellis = Trellis::serve(UpOptions {
             args,
+            env: env.to_vec(),
             cache_dir: Some(self.cache.path()),
-            ..UpOptions::default()
         });
         Host {
             trellis,

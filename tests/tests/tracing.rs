@@ -287,81 +287,6 @@ async fn one_order_is_one_trace_from_post_to_paid() {
     );
 }
 
-/// A private CA and a certificate it signed for 127.0.0.1, made with the
-/// openssl CLI: `ca.pem`, `server.pem` and `server.key` in the directory.
-fn certificates() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(
-        dir.path().join("server.ext"),
-        "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n\
-         extendedKeyUsage = serverAuth\n",
-    )
-    .expect("write the extensions");
-    let steps: [&[&str]; 3] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=trellis test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ],
-    ];
-    for args in steps {
-        let output = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("run openssl");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    dir
-}
-
 /// TLS for the receiver, with the certificate the CA signed.
 fn acceptor(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
     use rustls_pki_types::pem::PemObject as _;
@@ -418,7 +343,7 @@ source = "{hello}"
 
 #[tokio::test]
 async fn spans_reach_an_https_collector_whose_ca_is_given_and_no_other() {
-    let certificates = certificates();
+    let certificates = trellis_tests::certificates();
     let (port, spans, refused) = receiver_with(Some(acceptor(certificates.path()))).await;
     let endpoint = format!("https://127.0.0.1:{port}");
     let ca = certificates.path().join("ca.pem");

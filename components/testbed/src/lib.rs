@@ -61,6 +61,15 @@ async fn handle(req: Request) -> Response {
             },
             None => bad_request("missing `path`"),
         },
+        // A raw TCP connection through wasi:sockets, as a guest that wants
+        // past the host's capabilities would try.
+        "/tcp" => match param("addr") {
+            Some(addr) => match std::net::TcpStream::connect(addr.as_str()) {
+                Ok(_) => text(200, format!("connected to {addr}")),
+                Err(err) => json_response(403, json!({ "error": format!("{addr}: {err}") })),
+            },
+            None => bad_request("missing `addr`"),
+        },
         "/var" => match param("name") {
             Some(name) => match spin_sdk::variables::get(&name) {
                 Ok(value) => text(200, value),

@@ -28,9 +28,14 @@ pub struct AdminConnection {
         default_value = "http://127.0.0.1:3001"
     )]
     pub admin_url: String,
-    /// Its bearer token.
+    /// Its bearer token: the operator's, or a tenant's (`trellis tenant
+    /// token create`), which may deploy and read only that tenant's apps.
     #[arg(long, env = "TRELLIS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
+    /// A CA certificate (PEM) to trust for an https:// admin URL, besides
+    /// the public roots.
+    #[arg(long, env = "TRELLIS_ADMIN_CA_FILE")]
+    pub admin_ca_file: Option<std::path::PathBuf>,
 }
 
 /// A tenant's limits; unset ones are the host's.
@@ -108,6 +113,10 @@ pub enum TenantCommand {
         #[command(flatten)]
         admin: AdminConnection,
     },
+    /// Tokens a tenant's team deploys with: they may deploy, roll back and
+    /// read that tenant's apps, nothing else.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Delete a tenant: its apps, their data (schemas and roles) and queues.
     Delete {
         name: String,
@@ -117,6 +126,70 @@ pub enum TenantCommand {
         #[command(flatten)]
         admin: AdminConnection,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token for a tenant; it is printed once (the host keeps only
+    /// its SHA-256).
+    Create {
+        tenant: String,
+        #[command(flatten)]
+        admin: AdminConnection,
+    },
+    /// List a tenant's tokens (their ids).
+    List {
+        tenant: String,
+        #[command(flatten)]
+        admin: AdminConnection,
+    },
+    /// Revoke one of a tenant's tokens, by id.
+    Revoke {
+        tenant: String,
+        id: String,
+        #[command(flatten)]
+        admin: AdminConnection,
+    },
+}
+
+impl TokenCommand {
+    async fn run(self) -> Result<()> {
+        match self {
+            TokenCommand::Create { tenant, admin } => {
+                let made = Api::new(&admin)?
+                    .call(Method::POST, &format!("/v1/tenants/{tenant}/tokens"), None)
+                    .await?;
+                eprintln!(
+                    "token {} of tenant {tenant} (shown once; give it as --admin-token):",
+                    made["id"].as_str().unwrap_or("?")
+                );
+                println!("{}", made["token"].as_str().unwrap_or_default());
+            }
+            TokenCommand::List { tenant, admin } => {
+                let listed = Api::new(&admin)?
+                    .call(Method::GET, &format!("/v1/tenants/{tenant}/tokens"), None)
+                    .await?;
+                for token in listed["tokens"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  created {}",
+                        token["id"].as_str().unwrap_or("?"),
+                        token["created_at"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+            TokenCommand::Revoke { tenant, id, admin } => {
+                Api::new(&admin)?
+                    .call(
+                        Method::DELETE,
+                        &format!("/v1/tenants/{tenant}/tokens/{id}"),
+                        None,
+                    )
+                    .await?;
+                println!("token {id} of tenant {tenant} revoked");
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +318,7 @@ impl TenantCommand {
                     .await?;
                 println!("tenant {name} resumed");
             }
+            TenantCommand::Token(command) => command.run().await?,
             TenantCommand::Delete { name, yes, admin } => {
                 if !yes {
                     confirm_delete(&name)?;
@@ -540,21 +614,27 @@ fn add_dir(dir: &Path, relative: &Path, assets: &mut BTreeMap<String, String>) -
 struct Api {
     base: String,
     token: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Api {
     fn new(admin: &AdminConnection) -> Result<Self> {
-        if !admin.admin_url.starts_with("http://") {
+        if !admin.admin_url.starts_with("http://") && !admin.admin_url.starts_with("https://") {
             bail!(
-                "--admin-url must be an http:// URL, not `{}`",
+                "--admin-url must be an http:// or https:// URL, not `{}`",
                 admin.admin_url
             );
         }
+        let tls = crate::tls::client_config(admin.admin_ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
         Ok(Self {
             base: admin.admin_url.trim_end_matches('/').to_owned(),
             token: admin.admin_token.clone(),
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
 
@@ -571,6 +651,7 @@ impl Api {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             StatusCode::UNAUTHORIZED => bail!("the admin API refused the token (401)"),
+            StatusCode::FORBIDDEN => bail!("the token may not do this (403): {path}"),
             other => bail!("HEAD {path}: {other}"),
         }
     }
@@ -611,11 +692,16 @@ impl Api {
             .header(http::header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .context("building the request")?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let response = self.http.request(request).await.map_err(|err| {
+            // The cause says what went wrong (refused, TLS, unknown CA).
+            let mut cause = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(inner) = source {
+                cause = format!("{cause}: {inner}");
+                source = inner.source();
+            }
+            anyhow::anyhow!("cannot reach the admin API at {}: {cause}", self.base)
+        })?;
         let status = response.status();
         let bytes = response
             .into_body()

@@ -45,6 +45,13 @@ pub struct ServeArgs {
     /// e.g. the platform's private networks.
     #[arg(long, env = "TRELLIS_TENANT_DENY_NET", value_delimiter = ',')]
     pub tenant_deny_net: Vec<ipnet::IpNet>,
+    /// The admin API's certificate chain (PEM): with --admin-tls-key, the
+    /// API speaks only TLS.
+    #[arg(long, env = "TRELLIS_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The private key of --admin-tls-cert (PEM).
+    #[arg(long, env = "TRELLIS_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -54,6 +61,10 @@ impl ServeArgs {
         if self.admin_token.len() < 16 {
             bail!("--admin-token must have at least 16 characters");
         }
+        let tls = match (&self.admin_tls_cert, &self.admin_tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let mut config = self.limits.runtime_config();
         config.egress = crate::config::EgressConfig {
             guarded: true,
@@ -102,7 +113,11 @@ impl ServeArgs {
             public.local_addr()?,
             self.base_domain
         );
-        println!("Admin API http://{}", admin_listener.local_addr()?);
+        println!(
+            "Admin API {}://{}",
+            if tls.is_some() { "https" } else { "http" },
+            admin_listener.local_addr()?
+        );
 
         let (signalled, stopping) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -116,6 +131,7 @@ impl ServeArgs {
             admin_listener,
             platform.clone(),
             Arc::from(self.admin_token.as_str()),
+            tls,
             stopped(stopping.clone()),
         );
         let http =

@@ -16,8 +16,15 @@
 //! | `GET /v1/tenants/{t}/apps/{a}/versions` | every version of every component |
 //! | `PUT /v1/tenants/{t}/apps/{a}/components/{c}` `{"digest"}` | deploys one component |
 //! | `POST /v1/tenants/{t}/apps/{a}/components/{c}/rollback` `{"version"?}` | makes an earlier version active |
+//! | `POST /v1/tenants/{t}/tokens` | makes a token for the tenant (`201`, shown once; stored as its SHA-256) |
+//! | `GET /v1/tenants/{t}/tokens`, `DELETE .../tokens/{id}` | lists (ids), revokes one |
 //! | `GET /v1/status` | what this host serves |
 //! | `GET /metrics` | Prometheus metrics of this host (see [`crate::metrics`]) |
+//!
+//! Two kinds of token: the operator's (`--admin-token`) may do everything; a
+//! tenant's (made by the operator, revocable) may upload component bytes and
+//! deploy, roll back and read its own tenant's apps, and gets `403` for the
+//! rest. With `--admin-tls-cert` and `--admin-tls-key` the API speaks TLS.
 //!
 //! A deployment is validated before anything is stored: the manifest reads,
 //! every component compiles and links against what the host provides, and
@@ -159,19 +166,22 @@ impl From<DeployError> for Failure {
 
 type Answer = Result<(StatusCode, Value), Failure>;
 
-/// Serves the admin API on `listener` until `shutdown` completes.
+/// Serves the admin API on `listener` until `shutdown` completes; over TLS
+/// when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     platform: Arc<Platform>,
     token: Arc<str>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -189,12 +199,90 @@ pub async fn serve(
             let token = token.clone();
             async move { Ok::<_, Infallible>(handle(&platform, &token, request).await) }
         });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let http = http.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let served = match acceptor {
+                None => http.serve_connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, "admin TLS handshake failed: {err}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "admin TLS handshake: no answer");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(err) = served {
                 tracing::debug!("admin connection ended: {err}");
             }
         });
+    }
+}
+
+/// Who calls the admin API, by the bearer token they give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    /// `--admin-token`: everything.
+    Operator,
+    /// A token the operator made for this tenant: its own apps only.
+    Tenant(String),
+}
+
+async fn caller<B>(
+    platform: &Platform,
+    token: &str,
+    request: &Request<B>,
+) -> Result<Caller, Failure> {
+    let unauthorized = || {
+        Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token (Authorization: Bearer <token>)",
+        )
+    };
+    let given = bearer(request).ok_or_else(unauthorized)?;
+    if same_token(given, token) {
+        return Ok(Caller::Operator);
+    }
+    match platform.store.tenant_of_token(given).await? {
+        Some(tenant) => Ok(Caller::Tenant(tenant)),
+        None => Err(unauthorized()),
+    }
+}
+
+/// What a tenant's token may do: upload component bytes, and deploy, roll
+/// back and read the apps of its own tenant. Everything else (tenants,
+/// limits, tokens, other tenants, the host's status and metrics) is the
+/// operator's.
+fn permit(caller: &Caller, method: &str, segments: &[&str]) -> Result<(), Failure> {
+    let Caller::Tenant(own) = caller else {
+        return Ok(());
+    };
+    let allowed = match (method, segments) {
+        ("HEAD" | "GET" | "PUT", ["v1", "blobs", _]) => true,
+        (_, ["v1", "tenants", tenant, "apps", _, ..]) => tenant == own,
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "a token of tenant `{own}` may deploy, roll back and read that tenant's apps only"
+            ),
+        ))
     }
 }
 
@@ -203,20 +291,14 @@ async fn handle(
     token: &str,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if request.method() == http::Method::GET
-        && request.uri().path() == "/metrics"
-        && authorized(&request, token)
-    {
-        return metrics(platform);
-    }
-    let answer = if !authorized(&request, token) {
-        Err(Failure::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong admin token (Authorization: Bearer <token>)",
-        ))
-    } else {
-        route(platform, request).await
+    let answer = match caller(platform, token, &request).await {
+        Err(failure) => Err(failure),
+        Ok(Caller::Operator)
+            if request.method() == http::Method::GET && request.uri().path() == "/metrics" =>
+        {
+            return metrics(platform);
+        }
+        Ok(caller) => route(platform, &caller, request).await,
     };
     let (status, body) = match answer {
         Ok(ok) => ok,
@@ -245,16 +327,18 @@ fn metrics(platform: &Platform) -> Response<Full<Bytes>> {
     crate::metrics::response(&platform.runtime)
 }
 
-/// Compares the bearer token in constant time.
-fn authorized<B>(request: &Request<B>, token: &str) -> bool {
-    let Some(given) = request
+/// The bearer token of `request`, if it gives one.
+fn bearer<B>(request: &Request<B>) -> Option<&str> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
+}
+
+/// Compares two tokens in constant time (as digests, so lengths do not
+/// show either).
+fn same_token(given: &str, token: &str) -> bool {
     let (a, b) = (
         Sha256::digest(given.as_bytes()),
         Sha256::digest(token.as_bytes()),
@@ -265,11 +349,42 @@ fn authorized<B>(request: &Request<B>, token: &str) -> bool {
         == 0
 }
 
-async fn route(platform: &Platform, request: Request<Incoming>) -> Answer {
+async fn route(platform: &Platform, caller: &Caller, request: Request<Incoming>) -> Answer {
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = request.method().clone();
+    permit(caller, method.as_str(), &segments)?;
     match (method.as_str(), segments.as_slice()) {
+        ("POST", ["v1", "tenants", tenant, "tokens"]) => {
+            let (id, token) = platform.store.create_token(tenant).await?;
+            tracing::info!(tenant = %tenant, id = %id, "tenant token created");
+            Ok((
+                StatusCode::CREATED,
+                json!({"tenant": tenant, "id": id, "token": token}),
+            ))
+        }
+        ("GET", ["v1", "tenants", tenant, "tokens"]) => {
+            let tokens: Vec<Value> = platform
+                .store
+                .tokens(tenant)
+                .await?
+                .into_iter()
+                .map(|(id, created_at)| json!({"id": id, "created_at": created_at}))
+                .collect();
+            Ok((StatusCode::OK, json!({"tenant": tenant, "tokens": tokens})))
+        }
+        ("DELETE", ["v1", "tenants", tenant, "tokens", id]) => {
+            if !platform.store.revoke_token(tenant, id).await? {
+                return Err(Failure::not_found(format!(
+                    "tenant `{tenant}` has no token `{id}`"
+                )));
+            }
+            tracing::info!(tenant = %tenant, id = %id, "tenant token revoked");
+            Ok((
+                StatusCode::OK,
+                json!({"tenant": tenant, "id": id, "revoked": true}),
+            ))
+        }
         ("GET", ["v1", "status"]) => status(platform).await,
         ("GET", ["v1", "tenants"]) => Ok((
             StatusCode::OK,

@@ -51,6 +51,13 @@ CREATE TABLE IF NOT EXISTS trellis_platform.versions (
     PRIMARY KEY (tenant, app, component, version),
     FOREIGN KEY (tenant, app) REFERENCES trellis_platform.apps ON DELETE CASCADE
 );
+-- Tenants' admin API tokens, by the SHA-256 of the token (never the token).
+CREATE TABLE IF NOT EXISTS trellis_platform.tokens (
+    id text PRIMARY KEY,
+    tenant text NOT NULL REFERENCES trellis_platform.tenants ON DELETE CASCADE,
+    digest text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 -- What tenants' apps own outside the store (schemas, queues, exchanges),
 -- recorded before it is made; outlives the tenant's row until cleaned up.
 CREATE TABLE IF NOT EXISTS trellis_platform.resources (
@@ -139,6 +146,14 @@ pub enum Refusal {
     Variables(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+/// How a token is stored: the hex SHA-256 of it (tokens are long and
+/// random, so no salt or slow hash is needed to keep them from a reader of
+/// the table).
+fn token_digest(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// [`crate::tenancy::Ledger`] in `trellis_platform.resources`.
@@ -335,6 +350,79 @@ impl Store {
         notify(&mut tx, name).await?;
         tx.commit().await?;
         Ok(records)
+    }
+
+    /// A new admin API token for `tenant`: its id and the token itself,
+    /// which is stored only as its SHA-256 and shown only now.
+    pub async fn create_token(&self, tenant: &str) -> Result<(String, String), Refusal> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let token = format!("trellis_{id}_{secret}");
+        let inserted = sqlx::query(
+            "INSERT INTO trellis_platform.tokens (id, tenant, digest) \
+             SELECT $1, name, $3 FROM trellis_platform.tenants WHERE name = $2",
+        )
+        .bind(&id)
+        .bind(tenant)
+        .bind(token_digest(&token))
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(Refusal::NoTenant(tenant.to_owned()));
+        }
+        Ok((id, token))
+    }
+
+    /// The ids and creation times of `tenant`'s tokens.
+    pub async fn tokens(&self, tenant: &str) -> Result<Vec<(String, String)>, Refusal> {
+        self.tenant_exists(tenant).await?;
+        Ok(sqlx::query_as(
+            "SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+             FROM trellis_platform.tokens WHERE tenant = $1 ORDER BY created_at, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Revokes one of `tenant`'s tokens; false if it had no such token.
+    pub async fn revoke_token(&self, tenant: &str, id: &str) -> Result<bool, Refusal> {
+        self.tenant_exists(tenant).await?;
+        let deleted =
+            sqlx::query("DELETE FROM trellis_platform.tokens WHERE tenant = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    /// The tenant whose token `token` is, if it is one.
+    pub async fn tenant_of_token(&self, token: &str) -> Result<Option<String>, Refusal> {
+        Ok(
+            sqlx::query_scalar("SELECT tenant FROM trellis_platform.tokens WHERE digest = $1")
+                .bind(token_digest(token))
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn tenant_exists(&self, tenant: &str) -> Result<(), Refusal> {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM trellis_platform.tenants WHERE name = $1)",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?;
+        if exists {
+            Ok(())
+        } else {
+            Err(Refusal::NoTenant(tenant.to_owned()))
+        }
     }
 
     /// The ledger of `tenant`'s apps' resources, for loading them.

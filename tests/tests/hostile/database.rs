@@ -104,7 +104,10 @@ CREATE VIEW _trellis_outbox AS SELECT 1::bigint AS id, NULL::text AS error WHERE
     let superuser = || {
         trellis_tests::psql(
             &env.db.name,
-            "SELECT coalesce(bool_or(rolsuper), false) FROM pg_roles WHERE rolname LIKE 't\\_evil\\_%'",
+            &format!(
+                "SELECT coalesce(bool_or(rolsuper), false) FROM pg_roles WHERE {}",
+                super::roles_of_this_database("evil")
+            ),
         )
     };
     // The relay's start has the outbox swept at once; give it time.
@@ -227,7 +230,7 @@ fn sleeping(db: &str) -> String {
     trellis_tests::psql(
         db,
         "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE 't\\_evil\\_%' \
-         AND state = 'active' AND query LIKE '%pg_sleep%'",
+         AND datname = current_database() AND state = 'active' AND query LIKE '%pg_sleep%'",
     )
 }
 
@@ -355,8 +358,10 @@ END $$;
     let pid = first["results"][0]["rows"][0][0].clone();
     assert!(pid.is_string(), "{first}");
 
-    // The next guest to get that connection (the pool hands out the most
-    // recently returned one; others in between are reset as well).
+    // The next guest to get that connection: the pool hands out the most
+    // recently returned one, so the first guest's connection, once back
+    // (its reset runs after the guest is done), is the next one given out.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut seen = None;
     for _ in 0..50 {
         let next = guest_sql(
@@ -421,7 +426,10 @@ async fn a_tenants_role_is_bounded_in_disk_and_connections() {
     assert_eq!(results[2]["error"]["code"], "53400", "{answer}");
     let limit = trellis_tests::psql(
         &env.db.name,
-        "SELECT rolconnlimit FROM pg_roles WHERE rolname LIKE 't\\_evil\\_%'",
+        &format!(
+            "SELECT rolconnlimit FROM pg_roles WHERE {}",
+            super::roles_of_this_database("evil")
+        ),
     );
     assert_eq!(limit, "5");
 }
@@ -517,4 +525,92 @@ async fn forged_notifications_wake_nobody() {
         host.get("shop.acme.localhost", "/orders/1").await.body["status"] == "paid"
     })
     .await;
+}
+
+/// A database address that would make the host hand over its own secrets:
+/// its client key or CA file (`sslkey=`, `sslrootcert=`), another server
+/// (`host=`), or, with no password in the URL, the `PGPASSWORD` of the
+/// host's environment, which sqlx fills in by default. The "server" here is
+/// the attacker's: it asks for a cleartext password and keeps what it gets.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_address_cannot_take_the_hosts_secrets() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = heard.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let read_message = async |stream: &mut tokio::net::TcpStream, tagged: bool| {
+                    if tagged {
+                        stream.read_u8().await.ok()?;
+                    }
+                    let len = stream.read_u32().await.ok()? as usize;
+                    let mut body = vec![0; len.saturating_sub(4)];
+                    stream.read_exact(&mut body).await.ok()?;
+                    Some(body)
+                };
+                // SSLRequest (refused), then the startup message.
+                let mut startup = read_message(&mut stream, false).await?;
+                if startup.len() == 4 && startup[..4] == [0x04, 0xd2, 0x16, 0x2f] {
+                    stream.write_all(b"N").await.ok()?;
+                    startup = read_message(&mut stream, false).await?;
+                }
+                let _ = startup;
+                // AuthenticationCleartextPassword.
+                stream
+                    .write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3])
+                    .await
+                    .ok()?;
+                let password = read_message(&mut stream, true).await?;
+                let password = String::from_utf8_lossy(&password)
+                    .trim_end_matches('\0')
+                    .to_owned();
+                record.lock().unwrap().push(password);
+                Some(())
+            });
+        }
+    });
+
+    let env = Env::new("hostile_pg_secrets");
+    let host = env.host_with_env(
+        &["--tenant-allow-net", "127.0.0.1/32"],
+        &[("PGPASSWORD", "the-hosts-own-password")],
+    );
+    let probe = dbtest_app(
+        "probe",
+        &format!("allowed_outbound_hosts = [\"postgres://127.0.0.1:{port}\"]"),
+        "",
+    );
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &probe);
+    let app = "probe.evil.localhost";
+    let base = format!("postgres://someone@127.0.0.1:{port}/db");
+    // No password: the attacker's server asks for one.
+    let answer = guest_sql(&host, app, &base, &["SELECT 1"]).await;
+    assert!(answer["open_error"].is_object(), "{answer}");
+    wait_for("the attacker's server to be asked", async || {
+        !heard.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        heard.lock().unwrap().as_slice(),
+        [String::new()],
+        "the host's PGPASSWORD was sent"
+    );
+    for parameter in [
+        "sslkey=/etc/ssl/private/host.key",
+        "ssl%6Bey=/etc/ssl/private/host.key",
+        "sslrootcert=/etc/passwd",
+        "host=/var/run/postgresql",
+    ] {
+        let answer = guest_sql(&host, app, &format!("{base}?{parameter}"), &["SELECT 1"]).await;
+        let error = answer["open_error"].to_string();
+        assert!(error.contains("may not set"), "{parameter}: {answer}");
+    }
 }

@@ -16,9 +16,8 @@ fn leftovers(db: &str, tenant: &str) -> String {
                SELECT nspname AS name FROM pg_namespace \
                 WHERE nspname LIKE 't\\_{tenant}\\_%' OR nspname LIKE 'o\\_{tenant}\\_%' \
                UNION ALL \
-               SELECT rolname FROM pg_roles WHERE rolname LIKE 't\\_{tenant}\\_%' \
-                AND rolname LIKE '%\\_' || substr(encode(sha256(current_database()::bytea), 'hex'), 1, 8) \
-             ) AS all_names"
+               SELECT rolname FROM pg_roles WHERE {roles}) AS all_names",
+            roles = super::roles_of_this_database(tenant)
         ),
     )
 }

@@ -7,6 +7,7 @@
 //! Every test runs its own platform (database, vhost, hosts) on the shared
 //! Postgres and RabbitMQ, like `tests/platform.rs`.
 
+mod admin;
 mod database;
 mod files;
 mod lifecycle;
@@ -24,6 +25,16 @@ pub fn own_hostname() -> String {
         .expect("hostname")
         .trim()
         .to_owned()
+}
+
+/// A `WHERE` condition on `pg_roles` for the roles of `tenant`'s managed
+/// databases in the current database. Roles are the server's, shared by
+/// every test's database; theirs end in a hash of the database's name.
+pub fn roles_of_this_database(tenant: &str) -> String {
+    format!(
+        "rolname LIKE 't\\_{tenant}\\_%' \
+         AND rolname LIKE '%\\_' || substr(encode(sha256(current_database()::bytea), 'hex'), 1, 8)"
+    )
 }
 
 /// Runs SQL steps through tenant `tenant`'s `dbtest` component (routed at

@@ -73,3 +73,43 @@ fn encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A guest opening a raw TCP socket (`wasi:sockets`) to the platform's
+/// Postgres, its broker or the admin API, past every capability the host
+/// checks: WASI sockets are denied for every address.
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_sockets_reach_nothing() {
+    let env = Env::new("hostile_sockets");
+    let host = env.host();
+    let admin = host.trellis.admin.expect("admin address");
+    let app = AppDir::new(
+        r#"spin_manifest_version = 2
+[application]
+name = "probe"
+[[trigger.http]]
+route = "/..."
+component = "web"
+[component.web]
+source = "{testbed}"
+"#,
+    );
+    host.cli(&["tenant", "create", "evil"]);
+    host.deploy("evil", &app);
+    for target in [
+        "127.0.0.1:5432".to_owned(),
+        "127.0.0.1:5672".to_owned(),
+        admin.to_string(),
+    ] {
+        let response = host
+            .request(
+                reqwest::Method::GET,
+                "probe.evil.localhost",
+                &format!("/tcp?addr={target}"),
+                None,
+            )
+            .await;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, 403, "{target}: {text}");
+    }
+}

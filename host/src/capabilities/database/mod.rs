@@ -601,6 +601,64 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 #[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    fn component(owner: &str) -> ComponentDatabases {
+        ComponentDatabases {
+            databases: Databases::new(DatabaseConfig::default()).expect("databases"),
+            managed: HashMap::new(),
+            allowed: Arc::new(AllowedHosts::parse(&["postgres://db.example.com:5432"]).unwrap()),
+            egress: Arc::new(Egress::open()),
+            owner: owner.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn pools_are_keyed_by_app_and_whole_address() {
+        let acme = component("acme/shop");
+        let right = "postgres://app:right@db.example.com:5432/data";
+        let wrong = "postgres://app:wrong@db.example.com:5432/data";
+        let (a, _) = acme.resolve(right).await.expect("allowed");
+        let (b, _) = acme.resolve(wrong).await.expect("allowed");
+        assert_ne!(a, b, "a wrong password would share the right one's pool");
+        let (again, _) = acme.resolve(right).await.expect("allowed");
+        assert_eq!(a, again);
+        let (other, _) = component("evil/probe")
+            .resolve(right)
+            .await
+            .expect("allowed");
+        assert_ne!(a, other, "two apps would share sessions");
+    }
+
+    #[tokio::test]
+    async fn addresses_naming_host_files_or_other_hosts_are_refused() {
+        let acme = component("acme/shop");
+        for address in [
+            "postgres://app@db.example.com/data?sslkey=/etc/trellis/admin.key",
+            "postgres://app@db.example.com/data?ssl%6Bey=/etc/trellis/admin.key",
+            "postgres://app@db.example.com/data?sslcert=/etc/ssl/client.pem",
+            "postgres://app@db.example.com/data?sslrootcert=/etc/passwd",
+            "postgres://app@db.example.com/data?ssl-root-cert=/etc/passwd",
+            "postgres://app@db.example.com/data?host=/var/run/postgresql",
+            "postgres://app@db.example.com/data?hostaddr=127.0.0.1",
+        ] {
+            let refused = acme.resolve(address).await;
+            assert!(
+                matches!(&refused, Err(Error::ConnectionFailed(m)) if m.contains("may not set")),
+                "{address}: {:?}",
+                refused.map(|(key, _)| key)
+            );
+        }
+        assert!(
+            acme.resolve("postgres://app@db.example.com/data?sslmode=require&application_name=x")
+                .await
+                .is_ok()
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::{PgConnectOptions, first_keyword, without_loopback_tls};
     use sqlx::postgres::PgSslMode;
