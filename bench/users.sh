@@ -5,6 +5,7 @@
 #
 #   bench/users.sh                # 10 s per run
 #   DURATION=30s bench/users.sh
+#   TRELLIS_BIN=/tmp/trellis-old bench/users.sh   # another build of trellis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -18,6 +19,7 @@ ADMIN_URL="postgres://postgres@127.0.0.1:5432/$DB"
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+TRELLIS_BIN=${TRELLIS_BIN:-target/release/trellis}
 cargo build --release -p trellis -p native-users
 cargo build --release --target wasm32-wasip2 -p user
 
@@ -31,7 +33,7 @@ psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB" >/
 user_app
 
 
-target/release/trellis up -f "$work/spin.toml" --listen "127.0.0.1:$TRELLIS_PORT" \
+"$TRELLIS_BIN" up -f "$work/spin.toml" --listen "127.0.0.1:$TRELLIS_PORT" \
   --database-url "$ADMIN_URL" --cache-dir "$work/cache" >"$work/trellis.out" 2>"$work/trellis.err" &
 pids+=($!)
 wait_for "http://127.0.0.1:$TRELLIS_PORT/health"

@@ -933,7 +933,7 @@ async fn provision_databases(
     component: &manifest::Component,
     mut migrations: HashMap<String, Vec<database::managed::Migration>>,
 ) -> Result<(
-    HashMap<String, sqlx::postgres::PgConnectOptions>,
+    HashMap<String, database::ManagedConnection>,
     Vec<database::managed::ManagedDatabase>,
 )> {
     let databases = &runtime.databases;
@@ -971,7 +971,16 @@ async fn provision_databases(
                 "migrations up to date"
             );
         }
-        managed.insert(name.clone(), db.options.clone());
+        let plain = database::managed::plain_schema(&databases.admin, &db.schema)
+            .await
+            .with_context(|| format!("inspecting managed database `{name}`"))?;
+        managed.insert(
+            name.clone(),
+            database::ManagedConnection {
+                options: db.options.clone(),
+                plain: Arc::new(std::sync::atomic::AtomicBool::new(plain)),
+            },
+        );
         if settings.outbox {
             outboxes.push(db);
         }

@@ -18,6 +18,11 @@
 //! Running beside them: [`broker`] (the supervised RabbitMQ connection) and
 //! [`outbox`] (the transactional outbox relay).
 //!
+//! Guarding the platform from its tenants (`docs/security.md`): [`egress`]
+//! (connections judged by resolved address), [`notifiers`] (who sent a
+//! Postgres notification), [`tenancy`] (what a tenant's apps own outside the
+//! process), [`tls`] (the admin API's).
+//!
 //! [`cli`] is the `trellis` command line.
 
 pub mod allowed_hosts;

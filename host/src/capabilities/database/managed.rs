@@ -319,6 +319,46 @@ async fn provision_once(
     tx.commit().await
 }
 
+/// Whether the schema holds nothing through which a plain statement could
+/// change its session's state unseen: no functions or procedures (a
+/// `SELECT f()`, a trigger, a view, an operator would run them), no views,
+/// rules or policies, and no `set_config` in a default, a constraint or an
+/// index. Then a guest's connection needs a reset only after statements
+/// that say so themselves (`SET`, `LISTEN`, ...). Read from the catalog as
+/// the admin: deparsing runs nothing of the tenant's.
+pub async fn plain_schema(admin: &PgConnectOptions, schema: &str) -> Result<bool> {
+    let mut conn = PgConnection::connect_with(admin)
+        .await
+        .context("connecting as admin to inspect the schema")?;
+    let hides: bool = sqlx::query_scalar(
+        "WITH ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)
+         SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE pronamespace IN (SELECT oid FROM ns))
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_class
+                        WHERE relnamespace IN (SELECT oid FROM ns) AND relkind IN ('v', 'm'))
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+                        WHERE c.relnamespace IN (SELECT oid FROM ns) AND NOT t.tgisinternal)
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+                        WHERE c.relnamespace IN (SELECT oid FROM ns) AND r.rulename <> '_RETURN')
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+                        WHERE c.relnamespace IN (SELECT oid FROM ns))
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_class c ON c.oid = d.adrelid
+                        WHERE c.relnamespace IN (SELECT oid FROM ns)
+                          AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) ILIKE '%set_config%')
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                        WHERE k.connamespace IN (SELECT oid FROM ns)
+                          AND pg_catalog.pg_get_constraintdef(k.oid) ILIKE '%set_config%')
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+                        WHERE c.relnamespace IN (SELECT oid FROM ns)
+                          AND pg_catalog.pg_get_indexdef(i.indexrelid) ILIKE '%set_config%')",
+    )
+    .bind(schema)
+    .fetch_one(&mut conn)
+    .await
+    .context("inspecting the schema")?;
+    let _ = conn.close().await;
+    Ok(!hides)
+}
+
 /// Drops a managed database: its schema, its outbox's schema and its role
 /// (with the privileges it holds elsewhere, e.g. `CONNECT`). Nothing of the
 /// tenant's runs: `DROP` fires no trigger a tenant can create.
