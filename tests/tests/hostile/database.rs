@@ -203,26 +203,7 @@ async fn a_tenant_cannot_hold_the_hosts_or_a_neighbours_locks() {
         "[component.db.tool.trellis.databases.data]\noutbox = true\n",
     );
     host.deploy("acme", &other);
-    let user = host
-        .post(
-            "shop.acme.localhost",
-            "/users",
-            &serde_json::json!({"email": "ann@acme.test", "name": "Ann"}),
-        )
-        .await;
-    assert_eq!(user.status, 201, "{}", user.text);
-    let order = host
-        .post(
-            "shop.acme.localhost",
-            "/orders",
-            &serde_json::json!({"user_id": 1, "product_name": "anvil", "amount": 1500}),
-        )
-        .await;
-    assert_eq!(order.status, 201, "{}", order.text);
-    wait_for("acme's order paid", async || {
-        host.get("shop.acme.localhost", "/orders/1").await.body["status"] == "paid"
-    })
-    .await;
+    super::acme_takes_an_order(&host).await;
 }
 
 /// The role's sleeping statements, as the server sees them.
@@ -505,26 +486,7 @@ async fn forged_notifications_wake_nobody() {
     );
 
     // The neighbour's real work still wakes its relay at once.
-    let user = host
-        .post(
-            "shop.acme.localhost",
-            "/users",
-            &serde_json::json!({"email": "ann@acme.test", "name": "Ann"}),
-        )
-        .await;
-    assert_eq!(user.status, 201, "{}", user.text);
-    let order = host
-        .post(
-            "shop.acme.localhost",
-            "/orders",
-            &serde_json::json!({"user_id": 1, "product_name": "anvil", "amount": 1500}),
-        )
-        .await;
-    assert_eq!(order.status, 201, "{}", order.text);
-    wait_for("acme's order paid", async || {
-        host.get("shop.acme.localhost", "/orders/1").await.body["status"] == "paid"
-    })
-    .await;
+    super::acme_takes_an_order(&host).await;
 }
 
 /// A database address that would make the host hand over its own secrets:

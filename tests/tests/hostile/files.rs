@@ -118,16 +118,7 @@ async fn paths_out_of_the_app_directory_are_refused_by_the_server() {
     std::fs::write(app.path().join("assets/hello.txt"), "hello from the app").expect("asset");
     host.deploy("evil", &app);
     let read = async |path: &str| {
-        let response = host
-            .request(
-                reqwest::Method::GET,
-                "probe.evil.localhost",
-                &format!("/file?path={path}"),
-                None,
-            )
-            .await;
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap_or_default())
+        super::get_text(&host, "probe.evil.localhost", &format!("/file?path={path}")).await
     };
     let own = read("/assets/hello.txt").await;
     assert_eq!(own, (200, "hello from the app".to_owned()));

@@ -66,6 +66,51 @@ pub async fn guest_sql_at(
     answer.body
 }
 
+/// `GET path` of `app_host` as a client would send it: status and text.
+pub async fn get_text(host: &Host, app_host: &str, path: &str) -> (u16, String) {
+    let response = host
+        .request(reqwest::Method::GET, app_host, path, None)
+        .await;
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// An app of one `testbed` component, `web`, at `/...`, with `extra` added
+/// to its `[component.web]` table.
+pub fn testbed_app(extra: &str) -> AppDir {
+    AppDir::new(&format!(
+        "spin_manifest_version = 2\n[application]\nname = \"probe\"\n\
+         [[trigger.http]]\nroute = \"/...\"\ncomponent = \"web\"\n\
+         [component.web]\nsource = \"{{testbed}}\"\n{extra}\n"
+    ))
+}
+
+/// The shop of tenant `acme` (deployed) takes its first order, and the
+/// payment pipeline (outbox, relay, broker, consumers) pays it.
+pub async fn acme_takes_an_order(host: &Host) {
+    let shop = "shop.acme.localhost";
+    let user = host
+        .post(
+            shop,
+            "/users",
+            &json!({"email": "ann@acme.test", "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(user.status, 201, "{}", user.text);
+    let order = host
+        .post(
+            shop,
+            "/orders",
+            &json!({"user_id": 1, "product_name": "anvil", "amount": 1500}),
+        )
+        .await;
+    assert_eq!(order.status, 201, "{}", order.text);
+    trellis_tests::platform::wait_for("acme's order paid", async || {
+        host.get(shop, "/orders/1").await.body["status"] == "paid"
+    })
+    .await;
+}
+
 /// An app of one `dbtest` component at `/db/...`, with `component_extra`
 /// added to its `[component.db]` table and `tables` after it.
 pub fn dbtest_app(name: &str, component_extra: &str, tables: &str) -> AppDir {

@@ -2,7 +2,6 @@
 //! metadata service, reached under spellings the allow-list does not know
 //! lead there.
 
-use trellis_tests::AppDir;
 use trellis_tests::platform::Env;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -12,22 +11,12 @@ async fn outbound_http_cannot_reach_the_host_or_its_link() {
     let admin_port = host.trellis.admin.expect("admin address").port();
     let public_port = host.trellis.addr.port();
     let own = super::own_hostname();
-    let app = AppDir::new(
-        &r#"spin_manifest_version = 2
-[application]
-name = "probe"
-[[trigger.http]]
-route = "/..."
-component = "web"
-[component.web]
-source = "{testbed}"
-allowed_outbound_hosts = [
+    let app = super::testbed_app(&format!(
+        r#"allowed_outbound_hosts = [
     "http://0.0.0.0:*", "http://127.1:*", "http://2130706433:*",
     "http://[::ffff:127.0.0.1]:*", "http://169.254.169.254", "http://{own}:*",
-]
-"#
-        .replace("{own}", &own),
-    );
+]"#
+    ));
     host.cli(&["tenant", "create", "evil"]);
     host.deploy("evil", &app);
     let targets = [
@@ -82,17 +71,7 @@ async fn raw_sockets_reach_nothing() {
     let env = Env::new("hostile_sockets");
     let host = env.host();
     let admin = host.trellis.admin.expect("admin address");
-    let app = AppDir::new(
-        r#"spin_manifest_version = 2
-[application]
-name = "probe"
-[[trigger.http]]
-route = "/..."
-component = "web"
-[component.web]
-source = "{testbed}"
-"#,
-    );
+    let app = super::testbed_app("");
     host.cli(&["tenant", "create", "evil"]);
     host.deploy("evil", &app);
     for target in [
@@ -100,16 +79,12 @@ source = "{testbed}"
         "127.0.0.1:5672".to_owned(),
         admin.to_string(),
     ] {
-        let response = host
-            .request(
-                reqwest::Method::GET,
-                "probe.evil.localhost",
-                &format!("/tcp?addr={target}"),
-                None,
-            )
-            .await;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
+        let (status, text) = super::get_text(
+            &host,
+            "probe.evil.localhost",
+            &format!("/tcp?addr={target}"),
+        )
+        .await;
         assert_eq!(status, 403, "{target}: {text}");
     }
 }
