@@ -186,16 +186,31 @@ fn check_port(port: &str) -> Result<(), String> {
 
 /// An AMQP topic pattern: dot-separated words, each non-empty, where `*` and
 /// `#` may only stand alone as a whole word. `Err` says what is wrong.
+/// Most words, and most wildcards, in a routing-key pattern: matching is
+/// linear in both, and no real pattern needs more.
+const MAX_PATTERN_WORDS: usize = 16;
+const MAX_PATTERN_WILDCARDS: usize = 8;
+
 pub(crate) fn topic_pattern(pattern: &str) -> Result<(), &'static str> {
     if pattern.is_empty() || pattern.len() > 255 {
         return Err("must be 1..255 bytes, e.g. \"order.*\"");
     }
-    for word in pattern.split('.') {
+    let mut wildcards = 0;
+    for (n, word) in pattern.split('.').enumerate() {
         if word.is_empty() {
             return Err("has an empty word (`..`, or a leading or trailing `.`)");
         }
         if word != "*" && word != "#" && word.contains(['*', '#']) {
             return Err("uses `*` or `#` inside a word; they must stand alone, e.g. \"order.*\"");
+        }
+        if n >= MAX_PATTERN_WORDS {
+            return Err("has more than 16 words");
+        }
+        if word == "#" || word == "*" {
+            wildcards += 1;
+            if wildcards > MAX_PATTERN_WILDCARDS {
+                return Err("has more than 8 wildcards (`*`, `#`)");
+            }
         }
     }
     Ok(())

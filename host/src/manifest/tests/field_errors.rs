@@ -287,6 +287,18 @@ fn messaging_settings() {
         "publish",
         &["empty word"],
     );
+    let hashes = ["#"; 9].join(".");
+    assert_error(
+        &messaging(&format!("publish = [\"{hashes}.z\"]")),
+        "publish",
+        &["more than 8 wildcards"],
+    );
+    let words = ["w"; 17].join(".");
+    assert_error(
+        &messaging(&format!("publish = [\"{words}\"]")),
+        "publish",
+        &["more than 16 words"],
+    );
     assert_error(
         &messaging("subscribe = [\"order.*\"]"),
         "subscribe",
