@@ -340,12 +340,14 @@ fn limits(
             Some(4096),
             " (MiB)",
         )?,
+        // Upper bounds past any real need: beyond them a deadline overflows
+        // `Instant`, a body limit is no limit, and a semaphore panics.
         timeout_ms: in_range(
             src,
             "timeout_ms",
             raw.timeout_ms,
             1,
-            None,
+            Some(86_400_000),
             " (milliseconds)",
         )?,
         max_request_body_bytes: in_range(
@@ -353,10 +355,17 @@ fn limits(
             "max_request_body_bytes",
             raw.max_request_body_bytes,
             1,
-            None,
+            Some(1 << 30),
             " (bytes)",
         )?,
-        max_concurrency: in_range(src, "max_concurrency", raw.max_concurrency, 1, None, "")?,
+        max_concurrency: in_range(
+            src,
+            "max_concurrency",
+            raw.max_concurrency,
+            1,
+            Some(100_000),
+            "",
+        )?,
     })
 }
 

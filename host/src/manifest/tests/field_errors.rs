@@ -107,15 +107,27 @@ fn trellis_limits_out_of_range_name_the_field() {
         ),
         (
             "timeout_ms = 0",
-            "`timeout_ms` must be at least 1 (milliseconds), found 0",
+            "`timeout_ms` must be between 1 and 86400000 (milliseconds), found 0",
+        ),
+        (
+            "timeout_ms = 9223372036854775807",
+            "`timeout_ms` must be between 1 and 86400000",
         ),
         (
             "max_request_body_bytes = 0",
-            "`max_request_body_bytes` must be at least 1",
+            "`max_request_body_bytes` must be between 1 and 1073741824",
+        ),
+        (
+            "max_request_body_bytes = 9223372036854775807",
+            "`max_request_body_bytes` must be between 1 and 1073741824",
         ),
         (
             "max_concurrency = 0",
-            "`max_concurrency` must be at least 1",
+            "`max_concurrency` must be between 1 and 100000",
+        ),
+        (
+            "max_concurrency = 9223372036854775807",
+            "`max_concurrency` must be between 1 and 100000",
         ),
     ] {
         let text = with_component(&format!("[component.c.tool.trellis]\n{setting}\n"), "");
