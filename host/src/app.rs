@@ -71,7 +71,7 @@ impl Runtime {
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         let databases = Databases::new(config.database.clone())?;
         let outbox_wakeups = crate::outbox::Wakeups::new(databases.admin.clone());
-        let egress = Arc::new(platform_egress(&config, &databases.admin));
+        let egress = Arc::new(crate::egress::Egress::of(&config, &databases.admin));
         Ok(Arc::new(Self {
             egress,
             outbox_wakeups,
@@ -88,57 +88,6 @@ impl Runtime {
             _ticker: ticker,
         }))
     }
-}
-
-/// The egress policy of `config`; when guarded, the platform's database
-/// server and broker are denied by every address their names resolve to.
-fn platform_egress(
-    config: &RuntimeConfig,
-    admin: &sqlx::postgres::PgConnectOptions,
-) -> crate::egress::Egress {
-    use std::net::ToSocketAddrs as _;
-    let settings = &config.egress;
-    if !settings.guarded {
-        return crate::egress::Egress::open();
-    }
-    let egress = crate::egress::Egress::guarded(settings.allow.clone(), settings.deny.clone());
-    let mut servers = Vec::new();
-    let db_port = admin.get_port();
-    if admin.get_socket().is_some() || admin.get_host().starts_with('/') {
-        // A socket's server most likely listens on loopback too.
-        servers.push((
-            "localhost".to_owned(),
-            db_port,
-            "the platform's database server",
-        ));
-    } else {
-        servers.push((
-            admin.get_host().to_owned(),
-            db_port,
-            "the platform's database server",
-        ));
-    }
-    if let Ok(url) = url::Url::parse(&config.amqp_url)
-        && let Some(host) = url.host_str()
-    {
-        let port = url
-            .port()
-            .unwrap_or(if url.scheme() == "amqps" { 5671 } else { 5672 });
-        servers.push((host.to_owned(), port, "the platform's broker"));
-    }
-    for (host, port, what) in servers {
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        match (host.as_str(), port).to_socket_addrs() {
-            Ok(addrs) => addrs.for_each(|addr| egress.deny_platform(addr, what)),
-            Err(err) => {
-                tracing::warn!("cannot resolve {what} ({host}:{port}) to deny it to tenants: {err}")
-            }
-        }
-    }
-    egress
 }
 
 /// Whose app an [`App`] is. `trellis up` runs one app that belongs to nobody;

@@ -25,6 +25,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::RwLock;
 
 use ipnet::IpNet;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::config::RuntimeConfig;
 
 /// Why a connection was refused; the guest sees a denial, the log this.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +68,51 @@ struct PlatformSocket {
 }
 
 impl Egress {
+    /// The egress policy of `config`; when guarded, the platform's database
+    /// server and broker are denied by every address their names resolve to.
+    pub fn of(config: &RuntimeConfig, admin: &PgConnectOptions) -> Self {
+        use std::net::ToSocketAddrs as _;
+        let settings = &config.egress;
+        if !settings.guarded {
+            return Self::open();
+        }
+        let egress = Self::guarded(settings.allow.clone(), settings.deny.clone());
+        // A server behind a Unix socket most likely listens on loopback too.
+        let db_host = if admin.get_socket().is_some() || admin.get_host().starts_with('/') {
+            "localhost"
+        } else {
+            admin.get_host()
+        };
+        let mut servers = vec![(
+            db_host.to_owned(),
+            admin.get_port(),
+            "the platform's database server",
+        )];
+        if let Ok(url) = url::Url::parse(&config.amqp_url)
+            && let Some(host) = url.host_str()
+        {
+            let port = url
+                .port()
+                .unwrap_or(if url.scheme() == "amqps" { 5671 } else { 5672 });
+            servers.push((host.to_owned(), port, "the platform's broker"));
+        }
+        for (host, port, what) in servers {
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            match (host.as_str(), port).to_socket_addrs() {
+                Ok(addrs) => addrs.for_each(|addr| egress.deny_platform(addr, what)),
+                Err(err) => {
+                    tracing::warn!(
+                        "cannot resolve {what} ({host}:{port}) to deny it to tenants: {err}"
+                    )
+                }
+            }
+        }
+        egress
+    }
+
     /// No checks: `trellis up` runs its developer's own app.
     pub fn open() -> Self {
         Self { guard: None }

@@ -62,17 +62,25 @@ pub fn inside_app_dir(dir: &Path, path: &Path, field: &str) -> anyhow::Result<st
 /// The bytes of a file the manifest in `dir` names (see [`inside_app_dir`]),
 /// at most `max` of them.
 pub fn read_app_file(dir: &Path, path: &Path, field: &str, max: u64) -> anyhow::Result<Vec<u8>> {
+    read_bounded(&inside_app_dir(dir, path, field)?, field, max)
+}
+
+/// At most `max` bytes of the regular file at `path` (not a device, a FIFO
+/// or a directory); `what` names it in errors.
+pub fn read_bounded(path: &Path, what: &str, max: u64) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context as _;
     use std::io::Read as _;
-    let resolved = inside_app_dir(dir, path, field)?;
-    let file = std::fs::File::open(&resolved)
-        .with_context(|| format!("{field}: reading {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{what}: reading {}", path.display()))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        anyhow::bail!("{what}: {} is not a regular file", path.display());
+    }
     let mut bytes = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut bytes)
-        .with_context(|| format!("{field}: reading {}", path.display()))?;
+        .with_context(|| format!("{what}: reading {}", path.display()))?;
     if bytes.len() as u64 > max {
-        anyhow::bail!("{field}: {} is larger than {max} bytes", path.display());
+        anyhow::bail!("{what}: {} is larger than {max} bytes", path.display());
     }
     Ok(bytes)
 }

@@ -128,6 +128,7 @@ async fn remove(
     let mut specs = Vec::new();
     let mut exchanges = Vec::new();
     let mut seen = Vec::new();
+    let mut kept = Vec::new();
     for (_, resource) in &resources {
         if seen.contains(&resource.key()) {
             continue;
@@ -140,7 +141,7 @@ async fn remove(
                     Ok(()) => removed.extend([format!("schema {schema}"), format!("role {role}")]),
                     Err(err) => {
                         tracing::warn!(%schema, "cannot drop the schema and role: {err}");
-                        continue;
+                        kept.push(resource.key());
                     }
                 }
             }
@@ -159,11 +160,10 @@ async fn remove(
         );
     }
     // Forgotten once the removal was tried: a broker that was away keeps its
-    // queues until the operator removes them, and says so in the log.
+    // queues until the operator removes them, and says so in the log. A
+    // schema that could not be dropped stays recorded, to be tried again.
     for (app, resource) in &resources {
-        if let Resource::Schema { schema } = resource
-            && !removed.iter().any(|r| r == &format!("schema {schema}"))
-        {
+        if kept.contains(&resource.key()) {
             continue;
         }
         if let Err(err) = platform.store.forget_resource(tenant, app, resource).await {

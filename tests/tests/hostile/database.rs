@@ -74,10 +74,9 @@ async fn the_host_never_reads_a_tenants_objects_as_its_admin() {
         "",
         "[component.db.tool.trellis.databases.data]\noutbox = true\nmigrations = \"migrations\"",
     );
-    let migrations = app.path().join("migrations");
-    std::fs::create_dir_all(&migrations).expect("migrations dir");
-    std::fs::write(
-        migrations.join("0001_escalate.sql"),
+    super::write_migration(
+        &app,
+        "0001_escalate.sql",
         r#"
 -- Made superuser by whoever evaluates it with the right to.
 DO $do$ BEGIN
@@ -96,8 +95,7 @@ DO $do$ BEGIN
 END $do$;
 CREATE VIEW _trellis_outbox AS SELECT 1::bigint AS id, NULL::text AS error WHERE escalate();
 "#,
-    )
-    .expect("write migration");
+    );
     host.cli(&["tenant", "create", "evil"]);
     host.deploy("evil", &app);
 
@@ -301,10 +299,9 @@ async fn session_state_never_outlives_a_guests_connection() {
         "",
         "[component.db.tool.trellis.databases.data]\nmigrations = \"migrations\"",
     );
-    let migrations = probe.path().join("migrations");
-    std::fs::create_dir_all(&migrations).expect("migrations dir");
-    std::fs::write(
-        migrations.join("0001_sneaky.sql"),
+    super::write_migration(
+        &probe,
+        "0001_sneaky.sql",
         r#"
 CREATE TABLE marks (n int);
 CREATE FUNCTION sneaky() RETURNS int LANGUAGE plpgsql AS $$
@@ -315,8 +312,7 @@ BEGIN
     RETURN 1;
 END $$;
 "#,
-    )
-    .expect("write migration");
+    );
     host.cli(&["tenant", "create", "evil"]);
     host.deploy("evil", &probe);
     let data = "postgres://trellis.internal/data";

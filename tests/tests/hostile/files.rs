@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use trellis_tests::platform::Env;
-use trellis_tests::{AppDir, Trellis, UpOptions, guest};
+use trellis_tests::{Trellis, UpOptions, guest};
 
 /// `[component.web]` of the probe app, a `testbed` at `/...`; `extra` is
 /// added to the component's table, `tables` after it.
@@ -107,13 +107,7 @@ async fn paths_out_of_the_app_directory_are_refused_by_the_server() {
     assert_eq!(status, 404, "{body}");
 
     // What a tenant may mount, it reads; nothing beside it.
-    let app = AppDir::new(
-        &manifest(
-            r#"files = [{ source = "assets", destination = "/assets" }]"#,
-            "",
-        )
-        .replace("web.wasm", "{testbed}"),
-    );
+    let app = super::testbed_app(r#"files = [{ source = "assets", destination = "/assets" }]"#);
     std::fs::create_dir_all(app.path().join("assets")).expect("assets");
     std::fs::write(app.path().join("assets/hello.txt"), "hello from the app").expect("asset");
     host.deploy("evil", &app);
@@ -137,10 +131,7 @@ async fn paths_out_of_the_app_directory_are_refused_by_the_server() {
 /// the app loads, in `trellis up` as in `serve`.
 #[test]
 fn a_symlink_out_of_the_app_directory_is_refused() {
-    let app = AppDir::new(
-        &manifest(r#"files = [{ source = "assets", destination = "/h" }]"#, "")
-            .replace("web.wasm", "{testbed}"),
-    );
+    let app = super::testbed_app(r#"files = [{ source = "assets", destination = "/h" }]"#);
     std::os::unix::fs::symlink("/", app.path().join("assets")).expect("symlink");
     let Err(output) = Trellis::try_up(&app.manifest(), UpOptions::default()) else {
         panic!("trellis up served an app mounting /");

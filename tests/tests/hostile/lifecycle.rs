@@ -49,9 +49,7 @@ source = "{dbtest}"
 migrations = "migrations"
 "#,
     );
-    let migrations = app.path().join("migrations");
-    std::fs::create_dir_all(&migrations).expect("migrations dir");
-    std::fs::write(migrations.join("0001_broken.sql"), "CREATE TABLE (;").expect("migration");
+    super::write_migration(&app, "0001_broken.sql", "CREATE TABLE (;");
     host.cli(&["tenant", "create", "evil"]);
     let err = host.deploy_fails("evil", &app);
     assert!(err.contains("0001_broken.sql"), "{err}");
@@ -59,15 +57,11 @@ migrations = "migrations"
 
     // The same app, mended, deploys; a broken next version leaves the
     // running one's databases alone.
-    std::fs::write(
-        migrations.join("0001_broken.sql"),
-        "CREATE TABLE t (n int);",
-    )
-    .expect("migration");
+    super::write_migration(&app, "0001_broken.sql", "CREATE TABLE t (n int);");
     host.deploy("evil", &app);
     let running = leftovers(&env.db.name, "evil");
     assert!(running.contains("t_evil_probe_z_bad_more"), "{running}");
-    std::fs::write(migrations.join("0002_broken.sql"), "CREATE TABLE (;").expect("migration");
+    super::write_migration(&app, "0002_broken.sql", "CREATE TABLE (;");
     host.deploy_fails("evil", &app);
     assert_eq!(leftovers(&env.db.name, "evil"), running);
 }

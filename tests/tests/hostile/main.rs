@@ -111,6 +111,14 @@ pub async fn acme_takes_an_order(host: &Host) {
     .await;
 }
 
+/// Writes migration `file` (`<version>_<name>.sql`) into the app's
+/// `migrations` directory, as its manifest names it.
+pub fn write_migration(app: &AppDir, file: &str, sql: &str) {
+    let migrations = app.path().join("migrations");
+    std::fs::create_dir_all(&migrations).expect("migrations dir");
+    std::fs::write(migrations.join(file), sql).expect("write migration");
+}
+
 /// An app of one `dbtest` component at `/db/...`, with `component_extra`
 /// added to its `[component.db]` table and `tables` after it.
 pub fn dbtest_app(name: &str, component_extra: &str, tables: &str) -> AppDir {

@@ -110,16 +110,21 @@ pub fn outbox_schema(schema: &str) -> String {
     format!("o_{}", schema.strip_prefix("t_").unwrap_or(schema))
 }
 
+/// The advisory lock key of the schema `$1`'s changes.
+const SCHEMA_LOCK_KEY: &str = "hashtext('trellis:migrate:' || $1)";
+
 /// Holds the schema's change lock until the end of the transaction on
 /// `conn` (an admin connection): migrations and the outbox's creation never
 /// run at once, across hosts too. Tenants cannot take advisory locks (see
 /// [`ADVISORY_LOCK_FUNCTIONS`]), so they cannot hold this one to stall a
 /// deployment.
 pub async fn lock_schema(conn: &mut PgConnection, schema: &str) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('trellis:migrate:' || $1))")
-        .bind(schema)
-        .execute(conn)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})"
+    )))
+    .bind(schema)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -136,11 +141,13 @@ impl SchemaLock {
         let mut conn = PgConnection::connect_with(admin)
             .await
             .context("connecting as admin to lock the schema")?;
-        sqlx::query("SELECT pg_advisory_lock(hashtext('trellis:migrate:' || $1))")
-            .bind(schema)
-            .execute(&mut conn)
-            .await
-            .context("locking the schema")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})"
+        )))
+        .bind(schema)
+        .execute(&mut conn)
+        .await
+        .context("locking the schema")?;
         Ok(Self { conn })
     }
 
@@ -432,28 +439,6 @@ pub struct Migration {
 const MAX_MIGRATIONS: usize = 10_000;
 const MAX_MIGRATION_BYTES: u64 = 8 << 20;
 
-/// One migration's text: a regular file (not a link out of the directory,
-/// not a device) of bounded size.
-fn read_migration(path: &Path) -> Result<String> {
-    use std::io::Read as _;
-    let meta = std::fs::symlink_metadata(path)
-        .with_context(|| format!("reading migration {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("migration {} is not a regular file", path.display());
-    }
-    let mut sql = String::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_MIGRATION_BYTES + 1).read_to_string(&mut sql))
-        .with_context(|| format!("reading migration {}", path.display()))?;
-    if sql.len() as u64 > MAX_MIGRATION_BYTES {
-        bail!(
-            "migration {} is larger than {MAX_MIGRATION_BYTES} bytes",
-            path.display()
-        );
-    }
-    Ok(sql)
-}
-
 /// Reads `dir`'s `*.sql` files, ordered by version.
 pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>> {
     let entries = std::fs::read_dir(dir)
@@ -479,7 +464,16 @@ pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>> {
         if migrations.len() >= MAX_MIGRATIONS {
             bail!("{}: more than {MAX_MIGRATIONS} migrations", dir.display());
         }
-        let sql = read_migration(&path)?;
+        // Not followed out of the directory: a link is no migration.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!("migration {} is a symbolic link", path.display());
+        }
+        let sql = String::from_utf8(crate::manifest::read_bounded(
+            &path,
+            "migration",
+            MAX_MIGRATION_BYTES,
+        )?)
+        .with_context(|| format!("migration {} is not UTF-8", path.display()))?;
         let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
         migrations.push(Migration {
             version,
